@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Starts the PostgreSQL and Redis servers that Caracal's integration tests use, on
+# 127.0.0.1:5432 (user postgres, no password) and 127.0.0.1:6379. When both already
+# answer it does nothing. Otherwise it installs the missing Debian packages, lets local
+# TCP connections in as postgres without a password (trust: this is for test machines
+# only), starts what is down and waits until both answer.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+REDIS_HOST=127.0.0.1
+REDIS_PORT=6379
+WAIT_SECONDS=60
+HBA_MARKER="# caracal: trust local TCP connections (test machine)"
+
+log() { printf 'services: %s\n' "$*"; }
+die() { printf 'services: %s\n' "$*" >&2; exit 1; }
+
+# tcp_open HOST PORT succeeds when something accepts a TCP connection there.
+tcp_open() {
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# redis_answers succeeds when Redis replies to PING (an open port is not enough: the
+# server may still be loading).
+redis_answers() {
+	timeout 2 bash -c '
+		exec 3<>"/dev/tcp/$1/$2" || exit 1
+		printf "PING\r\n" >&3
+		IFS= read -r reply <&3 || exit 1
+		[[ $reply == +PONG* ]]
+	' _ "$REDIS_HOST" "$REDIS_PORT" 2>/dev/null
+}
+
+pg_up() { tcp_open "$PG_HOST" "$PG_PORT"; }
+
+if pg_up && redis_answers; then
+	log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) already answer; nothing to do."
+	exit 0
+fi
+
+# as_root runs a command as root, through sudo when this shell is not root.
+as_root() {
+	if [[ $EUID -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null; then
+		sudo "$@"
+	else
+		die "need root (or sudo) to run: $*"
+	fi
+}
+
+apt_updated=false
+apt_install() {
+	command -v apt-get >/dev/null || die "apt-get not found: install $* yourself, or point CARACAL_TEST_DATABASE_URL / CARACAL_TEST_REDIS_URL at running servers"
+	if ! $apt_updated; then
+		log "apt-get update"
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+		apt_updated=true
+	fi
+	log "installing $*"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# pg_version prints the major version of the newest installed PostgreSQL cluster
+# configuration, or nothing.
+pg_version() {
+	[[ -d /etc/postgresql ]] || return 0
+	local dir
+	dir=$(find /etc/postgresql -mindepth 2 -maxdepth 2 -type d -name main | sort -V | tail -n 1)
+	if [[ -n $dir ]]; then
+		basename "$(dirname "$dir")"
+	fi
+}
+
+# trust_local_tcp puts trust rules for 127.0.0.1 and ::1 before every other rule of
+# pg_hba.conf, since the first matching rule wins.
+trust_local_tcp() {
+	local hba=$1
+	log "allowing local TCP connections without password in $hba"
+	local tmp
+	tmp=$(mktemp)
+	{
+		printf '%s\n' "$HBA_MARKER"
+		printf 'host all all 127.0.0.1/32 trust\n'
+		printf 'host all all ::1/128 trust\n'
+		as_root cat "$hba"
+	} >"$tmp"
+	as_root cp "$tmp" "$hba"
+	rm -f "$tmp"
+}
+
+start_postgresql() {
+	if ! command -v pg_ctlcluster >/dev/null || [[ -z $(pg_version) ]]; then
+		apt_install postgresql
+	fi
+	local version
+	version=$(pg_version)
+	[[ -n $version ]] || die "no PostgreSQL cluster found under /etc/postgresql after installation"
+	local hba="/etc/postgresql/$version/main/pg_hba.conf" changed=false
+	# Called outside a condition so that set -e still stops on a failed edit.
+	if ! as_root grep -qF "$HBA_MARKER" "$hba"; then
+		trust_local_tcp "$hba"
+		changed=true
+	fi
+	if as_root pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+		if $changed; then
+			as_root pg_ctlcluster "$version" main reload
+		fi
+	else
+		log "starting PostgreSQL $version"
+		as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+	fi
+}
+
+start_redis() {
+	if ! command -v redis-server >/dev/null; then
+		apt_install redis-server
+	fi
+	log "starting Redis"
+	as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no
+}
+
+if ! pg_up; then
+	start_postgresql
+fi
+# Start Redis only when nothing listens: a server that is still loading holds the port
+# without answering PONG yet, and the wait below covers it.
+if ! tcp_open "$REDIS_HOST" "$REDIS_PORT"; then
+	start_redis
+fi
+
+for ((i = 0; i < WAIT_SECONDS; i++)); do
+	if pg_up && redis_answers; then
+		log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) are up."
+		exit 0
+	fi
+	sleep 1
+done
+pg_up || die "PostgreSQL does not answer on $PG_HOST:$PG_PORT after ${WAIT_SECONDS}s"
+die "Redis does not answer on $REDIS_HOST:$REDIS_PORT after ${WAIT_SECONDS}s"
