@@ -1,0 +1,35 @@
+package secret
+
+import (
+	"context"
+	"testing"
+)
+
+// BenchmarkVerifyCached is the cost of a repeat authentication inside the cache TTL.
+func BenchmarkVerifyCached(b *testing.B) {
+	v := NewVerifier(VerifierOptions{})
+	phc, err := Hash("pw")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+		b.Fatal(ok, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkHash is the deliberate cost of one Argon2id run at the contract parameters.
+func BenchmarkHash(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Hash("pw"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package mandate
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+)
+
+// DefaultCacheEntries bounds a CachedVerifier when no size is given.
+const DefaultCacheEntries = 100_000
+
+// CachedVerifier remembers tokens that verified, keyed by the SHA-256 of the token (the
+// token itself is not kept), until they expire, so a mandate presented again costs a hash
+// and a map lookup instead of a signature check. Times (exp, nbf, iat) are re-checked on
+// every hit against the current clock; the expectation must be the one the token was
+// verified under. Failures are never cached. Revocation is not the cache's business: callers
+// check it on every use.
+type CachedVerifier struct {
+	v   *Verifier
+	max int
+
+	mu      sync.RWMutex
+	entries map[[sha256.Size]byte]cached
+}
+
+type cached struct {
+	claims *Claims
+	want   Expect
+}
+
+// NewCachedVerifier wraps v with a cache of at most maxEntries tokens (DefaultCacheEntries
+// when maxEntries <= 0).
+func NewCachedVerifier(v *Verifier, maxEntries int) *CachedVerifier {
+	if maxEntries <= 0 {
+		maxEntries = DefaultCacheEntries
+	}
+	return &CachedVerifier{v: v, max: maxEntries, entries: make(map[[sha256.Size]byte]cached)}
+}
+
+// Verify is Verifier.Verify with the cache in front. The returned claims may be shared with
+// other callers and must not be modified.
+func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) (*Claims, error) {
+	if len(token) > MaxTokenSize {
+		return nil, ErrTooLarge
+	}
+	key := tokenKey(token)
+	c.mu.RLock()
+	e, ok := c.entries[key]
+	c.mu.RUnlock()
+	if ok && e.want == want {
+		if err := c.v.checkTimes(e.claims); err != nil {
+			c.mu.Lock()
+			delete(c.entries, key)
+			c.mu.Unlock()
+			return nil, err
+		}
+		return e.claims, nil
+	}
+	claims, err := c.v.Verify(ctx, token, want)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if len(c.entries) >= c.max {
+		c.evictLocked()
+	}
+	c.entries[key] = cached{claims: claims, want: want}
+	c.mu.Unlock()
+	return claims, nil
+}
+
+// evictLocked drops expired entries, and if the cache is still full, every entry: a full
+// cache of live tokens only costs re-verification, never correctness.
+func (c *CachedVerifier) evictLocked() {
+	for k, e := range c.entries {
+		if c.v.checkTimes(e.claims) != nil {
+			delete(c.entries, k)
+		}
+	}
+	if len(c.entries) >= c.max {
+		clear(c.entries)
+	}
+}
+
+// tokenKey hashes the token through a stack buffer (tokens are at most MaxTokenSize, checked
+// by the caller), so the hot path does not copy the token to the heap.
+func tokenKey(token string) [sha256.Size]byte {
+	var buf [MaxTokenSize]byte
+	n := copy(buf[:], token)
+	return sha256.Sum256(buf[:n])
+}

@@ -1,0 +1,219 @@
+package mandate
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejson "github.com/go-jose/go-jose/v4/json"
+)
+
+// DefaultLeeway is the clock skew tolerated on exp, nbf and iat when Verifier.Leeway is zero.
+const DefaultLeeway = 30 * time.Second
+
+// Expect pins what a verifier accepts. Every field is required.
+type Expect struct {
+	// Issuer is the pinned zone issuer URL (see IssuerURL).
+	Issuer string
+	// ZoneID is the pinned zone.
+	ZoneID string
+	// Audience is the exact aud: the zone issuer for session mandates, the resource identifier for
+	// resource mandates.
+	Audience string
+	// Use is UseSession or UseResource; it also fixes the typ header the token must carry.
+	Use string
+}
+
+// Verifier checks mandates. The zero value is not usable: Keys is required.
+type Verifier struct {
+	// Keys resolves the kid of the token to a key of the pinned zone.
+	Keys KeySource
+	// Leeway is the clock skew tolerated on exp, nbf and iat: DefaultLeeway when zero, none when
+	// negative.
+	Leeway time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// forbiddenHeaders would let the token choose its own key or demand processing we do not do.
+var forbiddenHeaders = []string{"jku", "x5u", "jwk", "x5c", "crit"}
+
+// Verify checks the token against the pinned zone in the order of SPEC.md section 3 and returns its
+// claims. Every failure is an *Error matching exactly one of the Err* reasons; a key source that
+// cannot answer gives ErrKeysUnavailable. Revocation and scopes are the caller's business.
+func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Claims, error) {
+	if v.Keys == nil {
+		return nil, errors.New("mandate: verifier has no key source")
+	}
+	wantTyp, ok := typForUse(want.Use)
+	if !ok || want.Issuer == "" || want.ZoneID == "" || want.Audience == "" {
+		return nil, errors.New("mandate: expectation needs issuer, zone id, audience and a known use")
+	}
+
+	if len(token) > MaxTokenSize {
+		return nil, ErrTooLarge
+	}
+	header, err := splitCompact(token)
+	if err != nil {
+		return nil, err
+	}
+	kid, err := checkHeader(header, wantTyp)
+	if err != nil {
+		return nil, err
+	}
+
+	pub, err := v.Keys.Key(ctx, kid)
+	switch {
+	case errors.Is(err, ErrUnknownKey) || (err == nil && pub == nil):
+		return nil, fail(ErrUnknownKey, "kid is not a signing key of the zone")
+	case err != nil:
+		e := fail(ErrKeysUnavailable, "signing keys unavailable: "+err.Error())
+		e.Err = err
+		return nil, e
+	}
+
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return nil, fail(ErrMalformed, "token is not a valid jws")
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return nil, ErrSignature
+	}
+	// go-jose's JSON decoder matches member names case-sensitively and rejects duplicate members and
+	// trailing data, so the claims we read are the claims that were signed, read one way only.
+	var c Claims
+	if err := josejson.Unmarshal(payload, &c); err != nil {
+		return nil, fail(ErrMalformed, "claims are not a valid json object of the expected types")
+	}
+
+	if c.Issuer != want.Issuer {
+		return nil, ErrIssuer
+	}
+	if c.Audience != want.Audience {
+		return nil, ErrAudience
+	}
+	if c.Use != want.Use {
+		return nil, ErrUse
+	}
+	if err := v.checkTimes(&c); err != nil {
+		return nil, err
+	}
+	if c.ZoneID != want.ZoneID {
+		return nil, ErrZone
+	}
+	return &c, nil
+}
+
+// splitCompact checks the compact form and returns the decoded header. Only the base64url alphabet
+// and two dots are allowed: the standard decoder skips CR and LF, and accepting them would give one
+// signature many token strings.
+func splitCompact(token string) ([]byte, error) {
+	dots := 0
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case c == '.':
+			dots++
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return nil, fail(ErrMalformed, "token has characters outside base64url")
+		}
+	}
+	if dots != 2 {
+		return nil, fail(ErrMalformed, "token is not three dot-separated parts")
+	}
+	// Empty parts are left to the checks that follow, so that an unsigned alg=none token is reported
+	// as the algorithm failure it is.
+	h, rest, _ := strings.Cut(token, ".")
+	p, s, _ := strings.Cut(rest, ".")
+	// Strict decoding of every part rejects non-zero padding bits, which would otherwise give a
+	// second spelling of the same bytes.
+	if _, err := b64.DecodeString(p); err != nil {
+		return nil, fail(ErrMalformed, "payload is not base64url")
+	}
+	if _, err := b64.DecodeString(s); err != nil {
+		return nil, fail(ErrMalformed, "signature is not base64url")
+	}
+	header, err := b64.DecodeString(h)
+	if err != nil {
+		return nil, fail(ErrMalformed, "header is not base64url")
+	}
+	return header, nil
+}
+
+// checkHeader applies the header checks in contract order and returns the kid.
+func checkHeader(raw []byte, wantTyp string) (string, error) {
+	var h map[string]josejson.RawMessage
+	if err := josejson.Unmarshal(raw, &h); err != nil || h == nil {
+		return "", fail(ErrMalformed, "header is not a valid json object")
+	}
+	if alg, ok := headerString(h, "alg"); !ok || alg != string(jose.ES256) {
+		return "", ErrAlgorithm
+	}
+	if typ, ok := headerString(h, "typ"); !ok || typ != wantTyp {
+		return "", ErrType
+	}
+	for _, name := range forbiddenHeaders {
+		if _, ok := h[name]; ok {
+			return "", fail(ErrMalformed, "header carries a forbidden "+name+" parameter")
+		}
+	}
+	rawKID, ok := h["kid"]
+	if !ok {
+		return "", fail(ErrUnknownKey, "header has no kid")
+	}
+	var kid string
+	if err := josejson.Unmarshal(rawKID, &kid); err != nil {
+		return "", fail(ErrMalformed, "kid is not a string")
+	}
+	if kid == "" {
+		return "", fail(ErrUnknownKey, "header has an empty kid")
+	}
+	return kid, nil
+}
+
+// headerString returns a header parameter that must be a JSON string.
+func headerString(h map[string]josejson.RawMessage, name string) (string, bool) {
+	raw, ok := h[name]
+	if !ok {
+		return "", false
+	}
+	var s string
+	if err := josejson.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// checkTimes applies exp (required), nbf and iat with the leeway. Comparisons are done on the
+// clock side so that huge claim values cannot overflow into the past.
+func (v *Verifier) checkTimes(c *Claims) error {
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	leeway := v.Leeway
+	switch {
+	case leeway == 0:
+		leeway = DefaultLeeway
+	case leeway < 0:
+		leeway = 0
+	}
+	t := now()
+	early, late := t.Add(-leeway).Unix(), t.Add(leeway).Unix()
+	if c.Expiry == 0 {
+		return fail(ErrMalformed, "token has no exp claim")
+	}
+	if early >= c.Expiry {
+		return ErrExpired
+	}
+	if c.NotBefore > late {
+		return ErrNotYetValid
+	}
+	if c.IssuedAt > late {
+		return ErrIssuedInFuture
+	}
+	return nil
+}
