@@ -1,0 +1,109 @@
+package issuer
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/store"
+)
+
+func (s *Service) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /zones/{zone}/oauth2/token", s.serveToken)
+	mux.HandleFunc("POST /zones/{zone}/oauth2/revoke", s.serveRevoke)
+	mux.HandleFunc("GET /zones/{zone}/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server/zones/{zone}", s.serveMetadata)
+	mux.HandleFunc("GET /zones/{zone}/.well-known/oauth-authorization-server", s.serveMetadata)
+	return mux
+}
+
+// Handles reports whether the request is for one of the STS endpoints (any method), so
+// that a Caddy handler can pass other requests down its chain.
+func (s *Service) Handles(r *http.Request) bool {
+	_, pattern := s.mux.Handler(r)
+	return pattern != ""
+}
+
+// ServeHTTP serves the STS endpoints of SPEC.md section 2.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// zoneParam validates the {zone} path segment; it writes a 404 and returns false when it
+// is not a zone id.
+func zoneParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	zoneID := r.PathValue("zone")
+	if !ZoneIDPattern.MatchString(zoneID) {
+		writeError(w, "", newError(http.StatusNotFound, codeNotFound, "unknown zone"))
+		return "", false
+	}
+	return zoneID, true
+}
+
+// serveJWKS publishes the zone's active key and the retired keys still needed.
+func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	zoneID, ok := zoneParam(w, r)
+	if !ok {
+		return
+	}
+	z, err := s.zone(r.Context(), zoneID)
+	if err != nil {
+		s.zoneError(w, zoneID, err)
+		return
+	}
+	z.mu.RLock()
+	body := z.jwks
+	z.mu.RUnlock()
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(jwksMaxAge))
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// metadata is the RFC 8414 document of a zone.
+type metadata struct {
+	Issuer                            string   `json:"issuer"`
+	TokenEndpoint                     string   `json:"token_endpoint"`
+	RevocationEndpoint                string   `json:"revocation_endpoint"`
+	JWKSURI                           string   `json:"jwks_uri"`
+	GrantTypesSupported               []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethods     []string `json:"revocation_endpoint_auth_methods_supported"`
+}
+
+func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	zoneID, ok := zoneParam(w, r)
+	if !ok {
+		return
+	}
+	if _, err := s.zone(r.Context(), zoneID); err != nil {
+		s.zoneError(w, zoneID, err)
+		return
+	}
+	iss := s.Issuer(zoneID)
+	authMethods := []string{"client_secret_basic", "client_secret_post"}
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(jwksMaxAge))
+	writeJSON(w, http.StatusOK, metadata{
+		Issuer:                            iss,
+		TokenEndpoint:                     iss + "/oauth2/token",
+		RevocationEndpoint:                iss + "/oauth2/revoke",
+		JWKSURI:                           iss + "/jwks.json",
+		GrantTypesSupported:               []string{GrantClientCreds, GrantTokenExchange},
+		TokenEndpointAuthMethodsSupported: authMethods,
+		RevocationEndpointAuthMethods:     append([]string{"none"}, authMethods...),
+	})
+}
+
+// zoneError answers a failure to load a zone: unknown zones are 404, anything else is a
+// storage problem (503, never a guess).
+func (s *Service) zoneError(w http.ResponseWriter, zoneID string, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, "", newError(http.StatusNotFound, codeNotFound, "unknown zone"))
+		return
+	}
+	s.log.Warn("zone unavailable", zap.String("zone", zoneID), zap.Error(err))
+	writeError(w, "", unavailable("zone state could not be loaded"))
+}

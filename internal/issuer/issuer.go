@@ -1,0 +1,348 @@
+// Package issuer is the STS core: zone signing keys, JWKS and metadata, client-credentials
+// sessions and policy-gated RFC 8693 token exchange (SPEC.md sections 2, 3 and 8). It has
+// no Caddy imports; the sts package wraps it as a Caddy app and handler.
+package issuer
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/policy"
+	"github.com/caracalgw/caracal/internal/secret"
+	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
+)
+
+// Defaults of SPEC.md section 2 and 3.
+const (
+	DefaultSessionLifetime    = time.Hour
+	DefaultMaxSessionLifetime = 24 * time.Hour
+	DefaultMandateLifetime    = 5 * time.Minute
+	MaxMandateLifetime        = 15 * time.Minute
+	DefaultLeeway             = 30 * time.Second
+	DefaultRefreshInterval    = 5 * time.Second
+	DefaultFailureLimit       = 5
+	DefaultFailureWindow      = time.Minute
+	jwksMaxAge                = 300
+)
+
+// ZoneIDPattern is the zone id syntax of SPEC.md section 1.
+var ZoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// Token type and grant URNs.
+const (
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	GrantClientCreds     = "client_credentials"
+	GrantTokenExchange   = "urn:ietf:params:oauth:grant-type:token-exchange"
+)
+
+// Options configures a Service. Zero values take the defaults above.
+type Options struct {
+	// BaseURL is the STS's external URL; zone issuers are BaseURL/zones/{zone}.
+	BaseURL string
+	Store   store.Store
+	Policy  policy.Engine
+	// KEK is the 32-byte key-encryption key sealing zone private keys.
+	KEK []byte
+
+	SessionLifetime    time.Duration
+	MaxSessionLifetime time.Duration
+	MandateLifetime    time.Duration
+	Leeway             time.Duration
+	// RefreshInterval bounds how stale this process's view of a zone's keys, policy version
+	// and resources may be when another process changed them.
+	RefreshInterval time.Duration
+	// FailureLimit failed client authentications per FailureWindow lead to slow_down.
+	FailureLimit  int
+	FailureWindow time.Duration
+	Secrets       *secret.Verifier
+
+	Logger *zap.Logger
+	Now    func() time.Time
+}
+
+// Service is the STS. It is safe for concurrent use.
+type Service struct {
+	opts     Options
+	base     string
+	store    store.Store
+	policy   policy.Engine
+	secrets  *secret.Verifier
+	throttle *throttle
+	log      *zap.Logger
+	now      func() time.Time
+	mux      *http.ServeMux
+
+	mu    sync.RWMutex
+	zones map[string]*zoneState
+}
+
+// zoneState is this process's cached view of one zone.
+type zoneState struct {
+	refreshing sync.Mutex // held by the goroutine refreshing this zone
+	mu         sync.RWMutex
+	loadedAt   time.Time
+	issuer     string
+	signer     *mandate.Signer
+	keys       mandate.KeySet
+	jwks       []byte
+	resources  map[string]resourceEntry
+	// subjects caches verified session mandates; its key source reads keys above.
+	subjects *mandate.CachedVerifier
+}
+
+// Key implements mandate.KeySource over the zone's current key set.
+func (z *zoneState) Key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
+	z.mu.RLock()
+	keys := z.keys
+	z.mu.RUnlock()
+	return keys.Key(ctx, kid)
+}
+
+type resourceEntry struct {
+	res     store.Resource
+	fetched time.Time
+}
+
+// New validates opts and returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.Store == nil {
+		return nil, errors.New("issuer: a store is required")
+	}
+	if opts.Policy == nil {
+		return nil, errors.New("issuer: a policy engine is required")
+	}
+	if len(opts.KEK) != 32 {
+		return nil, errors.New("issuer: the key-encryption key must be 32 bytes")
+	}
+	base := strings.TrimRight(opts.BaseURL, "/")
+	if !strings.HasPrefix(base, "https://") && !strings.HasPrefix(base, "http://") {
+		return nil, fmt.Errorf("issuer: base_url must be an absolute http(s) URL, got %q", opts.BaseURL)
+	}
+	if opts.SessionLifetime <= 0 {
+		opts.SessionLifetime = DefaultSessionLifetime
+	}
+	if opts.MaxSessionLifetime <= 0 {
+		opts.MaxSessionLifetime = DefaultMaxSessionLifetime
+	}
+	if opts.SessionLifetime > opts.MaxSessionLifetime {
+		return nil, fmt.Errorf("issuer: session lifetime %s exceeds the cap %s", opts.SessionLifetime, opts.MaxSessionLifetime)
+	}
+	if opts.MandateLifetime <= 0 {
+		opts.MandateLifetime = DefaultMandateLifetime
+	}
+	if opts.MandateLifetime > MaxMandateLifetime {
+		return nil, fmt.Errorf("issuer: mandate lifetime %s exceeds the cap %s", opts.MandateLifetime, MaxMandateLifetime)
+	}
+	if opts.Leeway <= 0 {
+		opts.Leeway = DefaultLeeway
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = DefaultRefreshInterval
+	}
+	if opts.FailureLimit <= 0 {
+		opts.FailureLimit = DefaultFailureLimit
+	}
+	if opts.FailureWindow <= 0 {
+		opts.FailureWindow = DefaultFailureWindow
+	}
+	if opts.Secrets == nil {
+		opts.Secrets = secret.NewVerifier(secret.VerifierOptions{})
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Service{
+		opts:     opts,
+		base:     base,
+		store:    opts.Store,
+		policy:   opts.Policy,
+		secrets:  opts.Secrets,
+		throttle: newThrottle(opts.FailureLimit, opts.FailureWindow, 100_000),
+		log:      opts.Logger,
+		now:      opts.Now,
+		zones:    make(map[string]*zoneState),
+	}
+	s.mux = s.routes()
+	return s, nil
+}
+
+// Issuer returns the zone issuer URL.
+func (s *Service) Issuer(zoneID string) string { return mandate.IssuerURL(s.base, zoneID) }
+
+// keyRetention is how long a retired key must stay in the JWKS: until every mandate it
+// signed (sessions included) has expired, plus the verifiers' leeway.
+func (s *Service) keyRetention() time.Duration {
+	return max(s.opts.MaxSessionLifetime, MaxMandateLifetime) + s.opts.Leeway
+}
+
+// zone returns the cached state of a zone, loading or refreshing it when needed.
+// store.ErrNotFound means the zone does not exist.
+func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
+	s.mu.RLock()
+	z := s.zones[zoneID]
+	s.mu.RUnlock()
+	now := s.now()
+	if z != nil {
+		z.mu.RLock()
+		fresh := now.Sub(z.loadedAt) < s.opts.RefreshInterval
+		z.mu.RUnlock()
+		if fresh {
+			return z, nil
+		}
+		// One goroutine refreshes; the others keep using the previous state.
+		if !z.refreshing.TryLock() {
+			return z, nil
+		}
+		defer z.refreshing.Unlock()
+		if err := s.load(ctx, z, zoneID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				s.forget(zoneID)
+				return nil, err
+			}
+			s.log.Warn("refreshing zone state failed; keeping the previous state", zap.String("zone", zoneID), zap.Error(err))
+		}
+		return z, nil
+	}
+	z = &zoneState{issuer: s.Issuer(zoneID)}
+	z.subjects = mandate.NewCachedVerifier(&mandate.Verifier{Keys: z, Leeway: s.opts.Leeway, Now: s.now}, 0)
+	z.refreshing.Lock()
+	defer z.refreshing.Unlock()
+	if err := s.load(ctx, z, zoneID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if existing := s.zones[zoneID]; existing != nil {
+		z = existing
+	} else {
+		s.zones[zoneID] = z
+	}
+	s.mu.Unlock()
+	return z, nil
+}
+
+// load reads the zone's keys and syncs its policy bundle into the engine.
+func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
+	now := s.now()
+	if _, err := s.store.GetZone(ctx, zoneID); err != nil {
+		return err
+	}
+	keys, err := s.store.SigningKeys(ctx, zoneID, now)
+	if err != nil {
+		return fmt.Errorf("loading signing keys: %w", err)
+	}
+	var signer *mandate.Signer
+	set := make(mandate.KeySet, len(keys))
+	jwks := mandate.JWKS{Keys: make([]mandate.JWK, 0, len(keys))}
+	z.mu.RLock()
+	current := z.signer
+	z.mu.RUnlock()
+	for _, k := range keys {
+		if k.Status == store.StatusActive && signer == nil {
+			if current != nil && current.KID() == k.KID {
+				signer = current
+			} else {
+				priv, err := openKey(s.opts.KEK, zoneID, k.Sealed)
+				if err != nil {
+					return fmt.Errorf("opening signing key %s: %w", k.KID, err)
+				}
+				if signer, err = mandate.NewSigner(priv); err != nil {
+					return fmt.Errorf("signing key %s: %w", k.KID, err)
+				}
+			}
+		}
+		pub, jwk, err := parsePublicJWK(k.PublicJWK)
+		if err != nil {
+			return fmt.Errorf("public key %s: %w", k.KID, err)
+		}
+		set[jwk.KID] = pub
+		jwks.Keys = append(jwks.Keys, jwk)
+	}
+	if signer == nil {
+		return fmt.Errorf("zone %s has no active signing key", zoneID)
+	}
+	jwksBody, err := marshalJSON(jwks)
+	if err != nil {
+		return err
+	}
+	if err := s.syncPolicy(ctx, zoneID); err != nil {
+		// The engine leaves the zone deny-all; keys are still served.
+		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
+	}
+	z.mu.Lock()
+	z.loadedAt = now
+	z.signer = signer
+	z.keys = set
+	z.jwks = jwksBody
+	z.resources = make(map[string]resourceEntry)
+	z.mu.Unlock()
+	return nil
+}
+
+// syncPolicy installs the zone's active bundle in the engine (a no-op for an unchanged
+// version); no active bundle removes it, which is deny-all.
+func (s *Service) syncPolicy(ctx context.Context, zoneID string) error {
+	b, err := s.store.ActivePolicyBundle(ctx, zoneID)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.policy.Load(ctx, zoneID, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("reading active policy bundle: %w", err)
+	}
+	if v, ok := s.policy.Version(zoneID); ok && v == b.Version {
+		return nil
+	}
+	return s.policy.Load(ctx, zoneID, &b)
+}
+
+// Invalidate drops this process's cached view of a zone so that the next request reloads
+// keys, policy and resources. The Coordinator calls it after changing the zone in-process.
+func (s *Service) Invalidate(zoneID string) { s.forget(zoneID) }
+
+func (s *Service) forget(zoneID string) {
+	s.mu.Lock()
+	delete(s.zones, zoneID)
+	s.mu.Unlock()
+}
+
+// resource returns a zone resource, cached for the refresh interval.
+func (s *Service) resource(ctx context.Context, z *zoneState, zoneID, identifier string) (store.Resource, error) {
+	now := s.now()
+	z.mu.RLock()
+	e, ok := z.resources[identifier]
+	z.mu.RUnlock()
+	if ok && now.Sub(e.fetched) < s.opts.RefreshInterval {
+		return e.res, nil
+	}
+	r, err := s.store.GetResource(ctx, zoneID, identifier)
+	if err != nil {
+		return store.Resource{}, err
+	}
+	z.mu.Lock()
+	if len(z.resources) < 10_000 {
+		z.resources[identifier] = resourceEntry{res: r, fetched: now}
+	}
+	z.mu.Unlock()
+	return r, nil
+}
+
+// randomID returns 16 random bytes, base64url.
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

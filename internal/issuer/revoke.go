@@ -1,0 +1,77 @@
+package issuer
+
+import (
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
+)
+
+// serveRevoke is RFC 7009 for an application's own session: token is its session mandate.
+// Client authentication is optional (the session mandate is itself the proof); when present
+// it must be the token's client. As RFC 7009 2.2 asks, a token that is invalid, expired or
+// already revoked is answered 200 and changes nothing.
+func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
+	zoneID, ok := zoneParam(w, r)
+	if !ok {
+		return
+	}
+	realm := s.Issuer(zoneID)
+	f, oerr := readForm(r)
+	if oerr != nil {
+		writeError(w, realm, oerr)
+		return
+	}
+	token := f.get("token")
+	if token == "" {
+		writeError(w, realm, badRequest("token is required"))
+		return
+	}
+	if hint := f.get("token_type_hint"); hint != "" && hint != "access_token" {
+		writeError(w, realm, newError(http.StatusBadRequest, codeUnsupportedTokenType, "only session mandates (access_token) can be revoked here"))
+		return
+	}
+	ca, oerr := readClientAuth(r, f)
+	if oerr != nil {
+		writeError(w, realm, oerr)
+		return
+	}
+	ctx := r.Context()
+	z, err := s.zone(ctx, zoneID)
+	if err != nil {
+		s.zoneError(w, zoneID, err)
+		return
+	}
+	if ca.present {
+		if oerr := s.authenticate(ctx, zoneID, ca); oerr != nil {
+			writeError(w, realm, oerr)
+			return
+		}
+	}
+	claims, err := z.subjects.Verify(ctx, token, mandate.Expect{Issuer: z.issuer, ZoneID: zoneID, Audience: z.issuer, Use: mandate.UseSession})
+	if err != nil {
+		if errors.Is(err, mandate.ErrType) {
+			writeError(w, realm, newError(http.StatusBadRequest, codeUnsupportedTokenType, "only session mandates can be revoked here"))
+			return
+		}
+		s.log.Debug("revocation of an invalid token ignored", zap.String("zone", zoneID), zap.Error(err))
+		noStore(w)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if ca.present && ca.id != claims.ClientID {
+		writeError(w, realm, newError(http.StatusBadRequest, codeInvalidRequest, "the token was not issued to the authenticated client"))
+		return
+	}
+	if _, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("session revocation failed", zap.String("zone", zoneID), zap.Error(err))
+		writeError(w, realm, unavailable("session could not be revoked"))
+		return
+	}
+	s.log.Info("session revoked by its client", zap.String("zone", zoneID), zap.String("client_id", claims.ClientID), zap.String("sid", claims.SID))
+	noStore(w)
+	w.WriteHeader(http.StatusOK)
+}

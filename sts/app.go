@@ -1,0 +1,279 @@
+// Package sts is the Caddy glue of the Caracal STS: the `caracal_sts` app (configured by
+// the global option of the same name) and the `caracal_sts` HTTP handler that serves the
+// token, revocation, JWKS and metadata endpoints of SPEC.md section 2 inside a site.
+package sts
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/caddystore"
+	"github.com/caracalgw/caracal/internal/issuer"
+	"github.com/caracalgw/caracal/internal/keys"
+	"github.com/caracalgw/caracal/internal/policy"
+	"github.com/caracalgw/caracal/policies"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App is the STS: the only issuer of mandates.
+type App struct {
+	// BaseURL is the STS's external URL; a zone's issuer is {base_url}/zones/{zone}.
+	BaseURL string `json:"base_url"`
+	// Storage selects the store (memory by default, or postgres with a dsn).
+	Storage caddystore.Config `json:"storage,omitempty"`
+	// KeyEncryptionKey seals zone private keys at rest (AES-256-GCM): 32 bytes as base64 or
+	// hex, usually a placeholder such as {env.CARACAL_KEK}. Required with PostgreSQL; with
+	// the memory store a random per-process key is used when it is absent.
+	KeyEncryptionKey string `json:"key_encryption_key,omitempty"`
+	// SessionLifetime of session mandates (default 1h), capped by MaxSessionLifetime (default 24h).
+	SessionLifetime    caddy.Duration `json:"session_lifetime,omitempty"`
+	MaxSessionLifetime caddy.Duration `json:"max_session_lifetime,omitempty"`
+	// MandateLifetime of resource mandates (default 5m, at most 15m).
+	MandateLifetime caddy.Duration `json:"mandate_lifetime,omitempty"`
+	// Leeway for exp/nbf/iat checks of subject tokens (default 30s).
+	Leeway caddy.Duration `json:"leeway,omitempty"`
+	// RefreshInterval bounds how long changes made by another process (keys, policy,
+	// resources) take to be seen here (default 5s).
+	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
+	// Policy configures the policy gate (embedded OPA by default).
+	Policy PolicyConfig `json:"policy,omitempty"`
+	// Zones are created or updated at start, so a configuration alone runs a deployment.
+	Zones []ZoneConfig `json:"zones,omitempty"`
+
+	store   *caddystore.Handle
+	engine  policy.Engine
+	service *issuer.Service
+	logger  *zap.Logger
+}
+
+// PolicyConfig selects the policy engine.
+type PolicyConfig struct {
+	// RemoteURL, when set, sends every decision to this OPA server
+	// (POST {url}/v1/data/caracal/authz/decision) instead of the embedded engine.
+	RemoteURL string `json:"remote_url,omitempty"`
+	// Timeout of one evaluation (default 100ms); a timeout is a deny.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// ZoneConfig declares a zone.
+type ZoneConfig struct {
+	ID           string              `json:"id"`
+	Name         string              `json:"name,omitempty"`
+	Applications []ApplicationConfig `json:"applications,omitempty"`
+	Resources    []ResourceConfig    `json:"resources,omitempty"`
+	// Policy is "default" (the bundled default policy) or a directory holding a bundle
+	// (.rego modules and an optional data.json). Empty leaves the zone's policy as it is.
+	Policy string `json:"policy,omitempty"`
+	// Grants are merged into the data document's "grants" object:
+	// grants[client_id][resource] = scopes.
+	Grants []GrantConfig `json:"grants,omitempty"`
+}
+
+// ApplicationConfig declares an application. Secret accepts placeholders.
+type ApplicationConfig struct {
+	ClientID string `json:"client_id"`
+	Name     string `json:"name,omitempty"`
+	Secret   string `json:"secret"`
+}
+
+// ResourceConfig declares a resource and its scopes.
+type ResourceConfig struct {
+	Identifier string   `json:"identifier"`
+	Scopes     []string `json:"scopes"`
+}
+
+// GrantConfig grants a client scopes on a resource in the default policy's data.
+type GrantConfig struct {
+	ClientID string   `json:"client_id"`
+	Resource string   `json:"resource"`
+	Scopes   []string `json:"scopes"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "caracal_sts", New: func() caddy.Module { return new(App) }}
+}
+
+// memoryKEK is this process's key-encryption key for the memory store; it must outlive a
+// config reload because the memory store does.
+var memoryKEK = sync.OnceValues(func() ([]byte, error) {
+	k := make([]byte, 32)
+	_, err := rand.Read(k)
+	return k, err
+})
+
+// Provision opens storage, builds the policy engine and the STS, and applies the
+// declared zones.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	if a.BaseURL == "" {
+		return errors.New("caracal_sts: base_url is required (the external URL zone issuers are built from)")
+	}
+	kek, err := a.kek(repl)
+	if err != nil {
+		return err
+	}
+	if a.store, err = caddystore.Open(ctx, a.Storage); err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
+	if a.Policy.RemoteURL != "" {
+		a.engine, err = policy.NewRemote(policy.RemoteOptions{URL: repl.ReplaceKnown(a.Policy.RemoteURL, ""), Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
+		if err != nil {
+			return fmt.Errorf("caracal_sts: remote policy: %w", err)
+		}
+	} else {
+		a.engine = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
+	}
+	a.service, err = issuer.New(issuer.Options{
+		BaseURL:            repl.ReplaceKnown(a.BaseURL, ""),
+		Store:              a.store,
+		Policy:             a.engine,
+		KEK:                kek,
+		SessionLifetime:    time.Duration(a.SessionLifetime),
+		MaxSessionLifetime: time.Duration(a.MaxSessionLifetime),
+		MandateLifetime:    time.Duration(a.MandateLifetime),
+		Leeway:             time.Duration(a.Leeway),
+		RefreshInterval:    time.Duration(a.RefreshInterval),
+		Logger:             a.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
+	specs, err := a.zoneSpecs(repl)
+	if err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := a.service.Bootstrap(bctx, specs); err != nil {
+		return fmt.Errorf("caracal_sts: bootstrapping zones: %w", err)
+	}
+	return nil
+}
+
+func (a *App) kek(repl *caddy.Replacer) ([]byte, error) {
+	raw := repl.ReplaceKnown(a.KeyEncryptionKey, "")
+	if raw != "" {
+		k, err := keys.ParseKEK(raw)
+		if err != nil {
+			return nil, fmt.Errorf("caracal_sts: key_encryption_key: %w", err)
+		}
+		return k, nil
+	}
+	if a.Storage.Driver != "" && a.Storage.Driver != "memory" {
+		return nil, errors.New("caracal_sts: key_encryption_key is required with persistent storage (32 bytes, base64 or hex)")
+	}
+	return memoryKEK()
+}
+
+// zoneSpecs turns the declared zones into bootstrap specs, reading policy bundles and
+// expanding secret placeholders.
+func (a *App) zoneSpecs(repl *caddy.Replacer) ([]issuer.ZoneSpec, error) {
+	specs := make([]issuer.ZoneSpec, 0, len(a.Zones))
+	for _, zc := range a.Zones {
+		spec := issuer.ZoneSpec{ID: zc.ID, Name: zc.Name}
+		if spec.Name == "" {
+			spec.Name = zc.ID
+		}
+		for _, ac := range zc.Applications {
+			sec := repl.ReplaceKnown(ac.Secret, "")
+			name := ac.Name
+			if name == "" {
+				name = ac.ClientID
+			}
+			spec.Applications = append(spec.Applications, issuer.ApplicationSpec{ClientID: ac.ClientID, Name: name, Secret: sec})
+		}
+		for _, rc := range zc.Resources {
+			spec.Resources = append(spec.Resources, issuer.ResourceSpec{Identifier: rc.Identifier, Scopes: rc.Scopes})
+		}
+		if zc.Policy != "" {
+			bundle, err := loadBundle(zc.Policy, zc.Grants)
+			if err != nil {
+				return nil, fmt.Errorf("zone %s: %w", zc.ID, err)
+			}
+			spec.Policy = bundle
+		} else if len(zc.Grants) > 0 {
+			return nil, fmt.Errorf("zone %s: grants need a policy (e.g. policy default)", zc.ID)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// loadBundle reads "default" or a bundle directory and merges the declared grants into
+// its data document.
+func loadBundle(source string, grants []GrantConfig) (*issuer.PolicySpec, error) {
+	var modules map[string]string
+	var data json.RawMessage
+	if source == "default" {
+		modules, data = policies.Default()
+	} else {
+		var err error
+		if modules, data, err = policies.Load(os.DirFS(source), "."); err != nil {
+			return nil, fmt.Errorf("policy bundle %s: %w", source, err)
+		}
+	}
+	if len(grants) == 0 {
+		return &issuer.PolicySpec{Modules: modules, Data: data}, nil
+	}
+	doc := map[string]any{}
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("policy data document: %w", err)
+		}
+	}
+	g, _ := doc["grants"].(map[string]any)
+	if g == nil {
+		g = map[string]any{}
+	}
+	for _, gr := range grants {
+		perClient, _ := g[gr.ClientID].(map[string]any)
+		if perClient == nil {
+			perClient = map[string]any{}
+		}
+		perClient[gr.Resource] = gr.Scopes
+		g[gr.ClientID] = perClient
+	}
+	doc["grants"] = g
+	merged, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("policy data document: %w", err)
+	}
+	return &issuer.PolicySpec{Modules: modules, Data: merged}, nil
+}
+
+// Start implements caddy.App; all state is built in Provision.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases the shared store.
+func (a *App) Cleanup() error { return a.store.Release() }
+
+// Service returns the STS core, for the handler and the Coordinator.
+func (a *App) Service() *issuer.Service { return a.service }
+
+// StorageConfig returns the storage settings, so that the Coordinator in the same
+// configuration can share the store.
+func (a *App) StorageConfig() caddystore.Config { return a.Storage }
+
+// Interface guards.
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)
