@@ -1,0 +1,48 @@
+# Caracal: one custom Caddy build. The README documents every target.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+
+MANIFEST = $(GO) run ./scripts/manifest
+OUTPUT = $(shell $(MANIFEST) output)
+BUILD_FLAGS = $(shell $(MANIFEST) build-flags)
+XCADDY_VERSION = v0.4.5
+
+.PHONY: build xcaddy run test bench fuzz services check-modules fmt-check
+
+## build: go build of cmd/caracal with the manifest's flags (works offline from a warm module cache)
+build:
+	$(GO) build $(BUILD_FLAGS) -o $(OUTPUT) ./cmd/caracal
+
+## xcaddy: the same build through xcaddy, as a third party would make it
+xcaddy:
+	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(shell $(MANIFEST) xcaddy-args)
+	./scripts/check-modules.sh $(OUTPUT)-xcaddy
+
+## run: build, then run Caddyfile.example with embedded defaults (no external services)
+run: build
+	$(OUTPUT) run --config Caddyfile.example --adapter caddyfile
+
+## services: start PostgreSQL and Redis if they are not reachable (Debian packages)
+services:
+	./scripts/services.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+check-modules: build
+	./scripts/check-modules.sh $(OUTPUT)
+
+## test: gofmt, go vet, module list of the build, the whole suite with the race detector
+test: services fmt-check check-modules
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
+
+## bench: the benchmark suite (figures in the README come from here)
+bench: services
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+
+## fuzz: a short smoke run of every fuzz target
+fuzz:
+	./scripts/fuzz.sh 15s

@@ -1,0 +1,169 @@
+// Package e2e runs the real caracal binary (built once by TestMain) as separate processes
+// on loopback ports and talks to it over real TLS connections.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caracalgw/caracal/internal/testenv"
+)
+
+var (
+	binary      string
+	databaseURL string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "caracal-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "caracal")
+	build := exec.Command("go", "build", "-o", binary, "github.com/caracalgw/caracal/cmd/caracal")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building caracal:", err)
+		os.Exit(1)
+	}
+	code := testenv.Main(m, "e2e", &databaseURL)
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort reserves a loopback TCP port; the small race until Caddy binds it is accepted
+// in exchange for not hard-coding ports that parallel test packages might share.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// instance is one running caracal process.
+type instance struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	port   int
+	admin  int
+	dir    string
+	client *http.Client
+	logs   *bytes.Buffer
+}
+
+// start runs caracal with the Caddyfile produced by caddyfile(port, adminPort); it
+// waits until the HTTPS port answers and builds a client trusting the instance's own CA.
+func start(t *testing.T, caddyfile func(port, admin int) string, env ...string) *instance {
+	t.Helper()
+	in := &instance{t: t, port: freePort(t), admin: freePort(t), dir: t.TempDir(), logs: new(bytes.Buffer)}
+	cfg := filepath.Join(in.dir, "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(caddyfile(in.port, in.admin)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.cmd = exec.Command(binary, "run", "--config", cfg, "--adapter", "caddyfile")
+	in.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(in.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(in.dir, "config"), "HOME="+in.dir)
+	in.cmd.Env = append(in.cmd.Env, env...)
+	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.stop)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		root, err := os.ReadFile(filepath.Join(in.dir, "data", "caddy", "pki", "authorities", "local", "root.crt"))
+		if err == nil {
+			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", in.port), time.Second); err == nil {
+				c.Close()
+				pool := x509.NewCertPool()
+				pool.AppendCertsFromPEM(root)
+				in.client = &http.Client{
+					Timeout: 30 * time.Second,
+					Transport: &http.Transport{
+						TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "localhost"},
+						ForceAttemptHTTP2: true,
+						DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+							var d net.Dialer
+							return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", in.port))
+						},
+					},
+				}
+				break
+			}
+		}
+		if in.cmd.ProcessState != nil || time.Now().After(deadline) {
+			t.Fatalf("caracal did not start:\n%s", in.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return in
+}
+
+func (in *instance) stop() {
+	if in.cmd.Process == nil || in.cmd.ProcessState != nil {
+		return
+	}
+	_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = in.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	if in.t.Failed() {
+		in.t.Logf("caracal logs:\n%s", in.logs)
+	}
+}
+
+// url is an address on the instance; the TLS name is localhost, the dial goes to 127.0.0.1.
+func (in *instance) url(path string) string {
+	return fmt.Sprintf("https://localhost:%d%s", in.port, path)
+}
+
+func (in *instance) do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := in.client.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+func (in *instance) postForm(t *testing.T, path, form string, basic ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, in.url(path), strings.NewReader(form))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if len(basic) == 2 {
+		req.SetBasicAuth(basic[0], basic[1])
+	}
+	return in.do(t, req)
+}

@@ -1,0 +1,91 @@
+// Command manifest reads xcaddy.json, the build manifest, and prints what the Makefile
+// needs from it:
+//
+//	manifest output         the binary path
+//	manifest build-flags    the go build flags
+//	manifest xcaddy-args    the arguments of `xcaddy build` for the same build
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+type manifest struct {
+	CaddyVersion string `json:"caddy_version"`
+	Plugins      []struct {
+		ModulePath string `json:"module_path"`
+		Version    string `json:"version"`
+	} `json:"plugins"`
+	Replacements []struct {
+		Old string `json:"old"`
+		New string `json:"new"`
+	} `json:"replacements"`
+	Output     string   `json:"output"`
+	BuildFlags []string `json:"build_flags"`
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "manifest:", err)
+		os.Exit(2)
+	}
+}
+
+func run(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: manifest output|build-flags|xcaddy-args")
+	}
+	raw, err := os.ReadFile("xcaddy.json")
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	var m manifest
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("xcaddy.json: %w", err)
+	}
+	if m.CaddyVersion == "" || m.Output == "" {
+		return errors.New("xcaddy.json: caddy_version and output are required")
+	}
+	switch args[0] {
+	case "output":
+		fmt.Println(m.Output)
+	case "build-flags":
+		fmt.Println(strings.Join(m.BuildFlags, " "))
+	case "xcaddy-args":
+		fmt.Println(strings.Join(xcaddyArgs(m), " "))
+	default:
+		return fmt.Errorf("unknown field %q", args[0])
+	}
+	return nil
+}
+
+// xcaddyArgs turns the manifest into `xcaddy build` arguments. A plugin with a
+// replacement is passed as module=path, which xcaddy turns into a go.mod replace.
+func xcaddyArgs(m manifest) []string {
+	args := []string{m.CaddyVersion, "--output", m.Output + "-xcaddy"}
+	replaced := map[string]string{}
+	for _, r := range m.Replacements {
+		replaced[r.Old] = r.New
+	}
+	for _, p := range m.Plugins {
+		switch {
+		case replaced[p.ModulePath] != "":
+			args = append(args, "--with", p.ModulePath+"="+replaced[p.ModulePath])
+			delete(replaced, p.ModulePath)
+		case p.Version != "":
+			args = append(args, "--with", p.ModulePath+"@"+p.Version)
+		default:
+			args = append(args, "--with", p.ModulePath)
+		}
+	}
+	for old, repl := range replaced {
+		args = append(args, "--replace", old+"="+repl)
+	}
+	return args
+}
