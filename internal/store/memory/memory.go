@@ -445,7 +445,7 @@ func (s *Store) RevokeSession(_ context.Context, zoneID, sid, reason string, now
 	sess.RevokedAt = now
 	sess.RevokeReason = reason
 	z.sessions[sid] = sess
-	s.appendOutbox(zoneID, store.StreamSessionsRevoke, sessionRevokeFields(zoneID, sess.ID, reason, now, sess.ExpiresAt), now)
+	s.appendOutbox(zoneID, store.StreamSessionsRevoke, store.SessionRevokeFields(zoneID, sess.ID, reason, now, sess.ExpiresAt), now)
 
 	var roots []string
 	for id, e := range z.edges {
@@ -493,8 +493,8 @@ func (s *Store) revokeEdges(z *zoneState, roots []string, reason string, now tim
 		e.Status = store.StatusRevoked
 		e.RevokedAt = now
 		z.edges[e.ID] = e
-		s.appendOutbox(z.zone.ID, store.StreamSessionsRevoke, edgeRevokeFields(z.zone.ID, e.ID, reason, now, e.ExpiresAt), now)
-		s.appendOutbox(z.zone.ID, store.StreamDelegationInvalidate, invalidateFields(z.zone.ID, z.zone.Epoch, e.ID, "revoke"), now)
+		s.appendOutbox(z.zone.ID, store.StreamSessionsRevoke, store.EdgeRevokeFields(z.zone.ID, e.ID, reason, now, e.ExpiresAt), now)
+		s.appendOutbox(z.zone.ID, store.StreamDelegationInvalidate, store.InvalidateFields(z.zone.ID, z.zone.Epoch, e.ID, "revoke"), now)
 		out[i] = cloneEdge(e)
 	}
 	return out
@@ -546,7 +546,7 @@ func (s *Store) CreateEdge(_ context.Context, e store.Edge, check store.EdgeChec
 	z.zone.Epoch++
 	e.Epoch = z.zone.Epoch
 	z.edges[e.ID] = e
-	s.appendOutbox(e.ZoneID, store.StreamDelegationInvalidate, invalidateFields(e.ZoneID, e.Epoch, e.ID, "create"), e.CreatedAt)
+	s.appendOutbox(e.ZoneID, store.StreamDelegationInvalidate, store.InvalidateFields(e.ZoneID, e.Epoch, e.ID, "create"), e.CreatedAt)
 	return cloneEdge(e), nil
 }
 
@@ -637,7 +637,7 @@ func (s *Store) ExpireEdges(_ context.Context, zoneID string, now time.Time) ([]
 	for i, e := range hit {
 		e.Status = store.StatusExpired
 		z.edges[e.ID] = e
-		s.appendOutbox(zoneID, store.StreamDelegationInvalidate, invalidateFields(zoneID, z.zone.Epoch, e.ID, "expire"), now)
+		s.appendOutbox(zoneID, store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, z.zone.Epoch, e.ID, "expire"), now)
 		out[i] = cloneEdge(e)
 	}
 	return out, z.zone.Epoch, nil

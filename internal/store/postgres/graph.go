@@ -81,7 +81,7 @@ func (s *Store) RevokeSession(ctx context.Context, zoneID, sid, reason string, n
 		if err != nil {
 			return dbErr(err, "edges of session %q in zone %q", sid, zoneID)
 		}
-		out := []outboxRow{{store.StreamSessionsRevoke, sessionRevokeFields(zoneID, sid, reason, now, sess.ExpiresAt)}}
+		out := []outboxRow{{store.StreamSessionsRevoke, store.SessionRevokeFields(zoneID, sid, reason, now, sess.ExpiresAt)}}
 		edges, epoch, edgeRows, err := revokeEdges(ctx, tx, zoneID, roots, reason, now, epoch)
 		if err != nil {
 			return err
@@ -155,8 +155,8 @@ func revokeEdges(ctx context.Context, tx pgx.Tx, zoneID string, roots []string, 
 	out := make([]outboxRow, 0, 2*len(edges))
 	for _, e := range edges {
 		out = append(out,
-			outboxRow{store.StreamSessionsRevoke, edgeRevokeFields(zoneID, e.ID, reason, now, e.ExpiresAt)},
-			outboxRow{store.StreamDelegationInvalidate, invalidateFields(zoneID, epoch, e.ID, "revoke")})
+			outboxRow{store.StreamSessionsRevoke, store.EdgeRevokeFields(zoneID, e.ID, reason, now, e.ExpiresAt)},
+			outboxRow{store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, epoch, e.ID, "revoke")})
 	}
 	return edges, epoch, out, nil
 }
@@ -220,7 +220,7 @@ func (s *Store) CreateEdge(ctx context.Context, e store.Edge, check store.EdgeCh
 			return dbErr(err, "creating edge %q in zone %q", e.ID, e.ZoneID)
 		}
 		return insertOutbox(ctx, tx, e.ZoneID, e.CreatedAt, []outboxRow{
-			{store.StreamDelegationInvalidate, invalidateFields(e.ZoneID, e.Epoch, e.ID, "create")},
+			{store.StreamDelegationInvalidate, store.InvalidateFields(e.ZoneID, e.Epoch, e.ID, "create")},
 		})
 	})
 	if checkErr != nil {
@@ -323,7 +323,7 @@ func (s *Store) ExpireEdges(ctx context.Context, zoneID string, now time.Time) (
 		sortEdges(edges)
 		out := make([]outboxRow, len(edges))
 		for i, e := range edges {
-			out[i] = outboxRow{store.StreamDelegationInvalidate, invalidateFields(zoneID, epoch, e.ID, "expire")}
+			out[i] = outboxRow{store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, epoch, e.ID, "expire")}
 		}
 		return insertOutbox(ctx, tx, zoneID, now, out)
 	})

@@ -1,4 +1,4 @@
-package memory
+package store
 
 import (
 	"strconv"
@@ -9,7 +9,8 @@ import (
 // SPEC.md section 6 (without `sig`, which the publisher adds), as strings, with times
 // in unix milliseconds.
 
-func sessionRevokeFields(zoneID, sid, reason string, revokedAt, expiresAt time.Time) map[string]string {
+// SessionRevokeFields is a caracal.sessions.revoke entry for a session.
+func SessionRevokeFields(zoneID, sid, reason string, revokedAt, expiresAt time.Time) map[string]string {
 	return map[string]string{
 		"zone_id":    zoneID,
 		"session_id": sid,
@@ -19,7 +20,8 @@ func sessionRevokeFields(zoneID, sid, reason string, revokedAt, expiresAt time.T
 	}
 }
 
-func edgeRevokeFields(zoneID, edgeID, reason string, revokedAt, expiresAt time.Time) map[string]string {
+// EdgeRevokeFields is a caracal.sessions.revoke entry for a delegation edge.
+func EdgeRevokeFields(zoneID, edgeID, reason string, revokedAt, expiresAt time.Time) map[string]string {
 	return map[string]string{
 		"zone_id":            zoneID,
 		"delegation_edge_id": edgeID,
@@ -29,7 +31,8 @@ func edgeRevokeFields(zoneID, edgeID, reason string, revokedAt, expiresAt time.T
 	}
 }
 
-func invalidateFields(zoneID string, epoch int64, edgeID, event string) map[string]string {
+// InvalidateFields is a caracal.delegations.invalidate entry.
+func InvalidateFields(zoneID string, epoch int64, edgeID, event string) map[string]string {
 	return map[string]string{
 		"zone_id": zoneID,
 		"epoch":   strconv.FormatInt(epoch, 10),
