@@ -1,0 +1,278 @@
+package revocation
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Stream names of SPEC.md section 6. Signatures cover these logical names, never the
+// Redis key (which may carry a deployment prefix).
+const (
+	StreamSessionsRevoke       = "caracal.sessions.revoke"
+	StreamDelegationInvalidate = "caracal.delegations.invalidate"
+)
+
+// Field names of the stream entries.
+const (
+	fieldZoneID      = "zone_id"
+	fieldSessionID   = "session_id"
+	fieldEdgeAnchor  = "delegation_edge_id"
+	fieldReason      = "reason"
+	fieldRevokedAt   = "revoked_at"
+	fieldExpiresAt   = "expires_at"
+	fieldEpoch       = "epoch"
+	fieldEdgeID      = "edge_id"
+	fieldEvent       = "event"
+	fieldSig         = "sig"
+	maxIDLen         = 256
+	maxMillisDigits  = 15 // up to the year 33658; more is not a timestamp
+	maxEpochDigits   = 19 // int64
+	maxZoneIDLen     = 63
+	epochEventCreate = "create"
+	epochEventRevoke = "revoke"
+	epochEventExpire = "expire"
+)
+
+// MaxReasonLen bounds the reason of a revocation event, in bytes. CleanReason brings any
+// text within the bound, so producers never emit an entry consumers would drop.
+const MaxReasonLen = 256
+
+// Event is one caracal.sessions.revoke entry. Exactly one of SessionID and
+// DelegationEdgeID is set: the anchor every mandate carrying it loses validity by.
+type Event struct {
+	ZoneID           string
+	SessionID        string
+	DelegationEdgeID string
+	Reason           string
+	RevokedAt        time.Time
+	// ExpiresAt is when the last mandate that can carry the anchor expires; after it
+	// (plus ExpiryGrace) the entry no longer matters.
+	ExpiresAt time.Time
+}
+
+// Fields returns the stream fields of SPEC.md section 6 (without sig), with times in
+// unix milliseconds.
+func (e Event) Fields() map[string]string {
+	f := map[string]string{
+		fieldZoneID:    e.ZoneID,
+		fieldReason:    e.Reason,
+		fieldRevokedAt: strconv.FormatInt(e.RevokedAt.UnixMilli(), 10),
+		fieldExpiresAt: strconv.FormatInt(e.ExpiresAt.UnixMilli(), 10),
+	}
+	if e.SessionID != "" {
+		f[fieldSessionID] = e.SessionID
+	}
+	if e.DelegationEdgeID != "" {
+		f[fieldEdgeAnchor] = e.DelegationEdgeID
+	}
+	return f
+}
+
+// ParseEvent reads a caracal.sessions.revoke entry. It is strict about everything that
+// decides what gets revoked (zone id syntax, exactly one anchor, integer millisecond
+// times, bounded lengths, no unknown fields besides sig) and lenient only about a
+// missing reason, which is informational. It does not check sig: see VerifySignature.
+func ParseEvent(fields map[string]string) (Event, error) {
+	var e Event
+	for k, v := range fields {
+		var err error
+		switch k {
+		case fieldZoneID:
+			err = checkZoneID(v)
+			e.ZoneID = v
+		case fieldSessionID:
+			err = checkID(v)
+			e.SessionID = v
+		case fieldEdgeAnchor:
+			err = checkID(v)
+			e.DelegationEdgeID = v
+		case fieldReason:
+			err = checkReason(v)
+			e.Reason = v
+		case fieldRevokedAt:
+			e.RevokedAt, err = parseMillis(v)
+		case fieldExpiresAt:
+			e.ExpiresAt, err = parseMillis(v)
+		case fieldSig:
+		default:
+			err = errors.New("unknown field")
+		}
+		if err != nil {
+			return Event{}, fmt.Errorf("revocation event field %.64q: %w", k, err)
+		}
+	}
+	switch {
+	case e.ZoneID == "":
+		return Event{}, errors.New("revocation event: zone_id missing")
+	case e.SessionID == "" && e.DelegationEdgeID == "":
+		return Event{}, errors.New("revocation event: neither session_id nor delegation_edge_id")
+	case e.SessionID != "" && e.DelegationEdgeID != "":
+		return Event{}, errors.New("revocation event: both session_id and delegation_edge_id")
+	case e.RevokedAt.IsZero():
+		return Event{}, errors.New("revocation event: revoked_at missing")
+	case e.ExpiresAt.IsZero():
+		return Event{}, errors.New("revocation event: expires_at missing")
+	}
+	return e, nil
+}
+
+// EpochEvent is one caracal.delegations.invalidate entry: the zone's delegation graph
+// epoch after an edge was created, revoked or expired.
+type EpochEvent struct {
+	ZoneID string
+	Epoch  int64
+	EdgeID string
+	Event  string // create | revoke | expire
+}
+
+// Fields returns the stream fields (without sig).
+func (e EpochEvent) Fields() map[string]string {
+	return map[string]string{
+		fieldZoneID: e.ZoneID,
+		fieldEpoch:  strconv.FormatInt(e.Epoch, 10),
+		fieldEdgeID: e.EdgeID,
+		fieldEvent:  e.Event,
+	}
+}
+
+// ParseEpochEvent reads a caracal.delegations.invalidate entry with the same
+// strictness as ParseEvent; every field but sig is required.
+func ParseEpochEvent(fields map[string]string) (EpochEvent, error) {
+	var (
+		e        EpochEvent
+		hasEpoch bool
+	)
+	for k, v := range fields {
+		var err error
+		switch k {
+		case fieldZoneID:
+			err = checkZoneID(v)
+			e.ZoneID = v
+		case fieldEpoch:
+			e.Epoch, err = parseDigits(v, maxEpochDigits)
+			hasEpoch = true
+		case fieldEdgeID:
+			err = checkID(v)
+			e.EdgeID = v
+		case fieldEvent:
+			if v != epochEventCreate && v != epochEventRevoke && v != epochEventExpire {
+				err = errors.New("not create, revoke or expire")
+			}
+			e.Event = v
+		case fieldSig:
+		default:
+			err = errors.New("unknown field")
+		}
+		if err != nil {
+			return EpochEvent{}, fmt.Errorf("epoch event field %.64q: %w", k, err)
+		}
+	}
+	switch {
+	case e.ZoneID == "":
+		return EpochEvent{}, errors.New("epoch event: zone_id missing")
+	case !hasEpoch:
+		return EpochEvent{}, errors.New("epoch event: epoch missing")
+	case e.EdgeID == "":
+		return EpochEvent{}, errors.New("epoch event: edge_id missing")
+	case e.Event == "":
+		return EpochEvent{}, errors.New("epoch event: event missing")
+	}
+	return e, nil
+}
+
+// CleanReason turns free text into a reason every consumer accepts: control characters
+// become spaces, invalid UTF-8 is replaced, and the result is cut to MaxReasonLen bytes
+// on a character boundary.
+func CleanReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= MaxReasonLen {
+		return s
+	}
+	cut := MaxReasonLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// checkZoneID matches ^[a-z0-9][a-z0-9._-]{0,62}$ without a regexp (this runs for every
+// stream entry).
+func checkZoneID(v string) error {
+	if v == "" || len(v) > maxZoneIDLen {
+		return errors.New("zone id must be 1 to 63 characters")
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		lowerOrDigit := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !lowerOrDigit && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return errors.New("zone id has a character outside [a-z0-9._-] or does not start with [a-z0-9]")
+		}
+	}
+	return nil
+}
+
+// checkID accepts the printable ASCII ids Caracal generates. Spaces and control
+// characters are refused so that an id can never smuggle a line into the signed form.
+func checkID(v string) error {
+	if v == "" || len(v) > maxIDLen {
+		return fmt.Errorf("id must be 1 to %d bytes", maxIDLen)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return errors.New("id has a character outside printable ASCII")
+		}
+	}
+	return nil
+}
+
+func checkReason(v string) error {
+	if len(v) > MaxReasonLen {
+		return fmt.Errorf("reason longer than %d bytes", MaxReasonLen)
+	}
+	if !utf8.ValidString(v) {
+		return errors.New("reason is not UTF-8")
+	}
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return errors.New("reason has a control character")
+	}
+	return nil
+}
+
+func parseMillis(v string) (time.Time, error) {
+	ms, err := parseDigits(v, maxMillisDigits)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if ms == 0 {
+		return time.Time{}, errors.New("time is zero")
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// parseDigits accepts only a plain decimal number: strconv alone would also take a sign.
+func parseDigits(v string, maxDigits int) (int64, error) {
+	if v == "" || len(v) > maxDigits {
+		return 0, fmt.Errorf("not a decimal number of 1 to %d digits", maxDigits)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, errors.New("not a decimal number")
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("number out of range: %w", err)
+	}
+	return n, nil
+}
