@@ -8,6 +8,7 @@ package caracal
 
 import (
 	// Caracal's Caddy modules register themselves in init.
+	_ "github.com/caracalgw/caracal/caddymodules"
 	_ "github.com/caracalgw/caracal/coordinator"
 	_ "github.com/caracalgw/caracal/sts"
 )

@@ -16,9 +16,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/caddyrev"
 	"github.com/caracalgw/caracal/internal/caddystore"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/keys"
+	"github.com/caracalgw/caracal/internal/outbox"
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/policies"
 )
@@ -48,14 +50,21 @@ type App struct {
 	// resources) take to be seen here (default 5s).
 	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
 	// Policy configures the policy gate (embedded OPA by default).
-	Policy PolicyConfig `json:"policy,omitempty"`
+	Policy PolicyConfig `json:"policy,omitzero"`
 	// Zones are created or updated at start, so a configuration alone runs a deployment.
 	Zones []ZoneConfig `json:"zones,omitempty"`
+	// Revocation is where revocations are published: the in-process bus (default) or
+	// Redis. The STS relays its storage outbox there.
+	Revocation caddyrev.Config `json:"revocation,omitzero"`
 
-	store   *caddystore.Handle
-	engine  policy.Engine
-	service *issuer.Service
-	logger  *zap.Logger
+	store    *caddystore.Handle
+	engine   policy.Engine
+	service  *issuer.Service
+	pipeline *caddyrev.Handle
+	relay    *outbox.Relay
+	stop     context.CancelFunc
+	done     chan struct{}
+	logger   *zap.Logger
 }
 
 // PolicyConfig selects the policy engine.
@@ -129,6 +138,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.store, err = caddystore.Open(ctx, a.Storage); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
+	if a.pipeline, err = caddyrev.Open(ctx, a.Revocation, a.logger); err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
+	a.relay = outbox.New(outbox.Options{Store: a.store, Publisher: a.pipeline.Publisher, Key: a.pipeline.Key, Logger: a.logger})
 	if a.Policy.RemoteURL != "" {
 		a.engine, err = policy.NewRemote(policy.RemoteOptions{URL: repl.ReplaceKnown(a.Policy.RemoteURL, ""), Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
 		if err != nil {
@@ -147,6 +160,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		MandateLifetime:    time.Duration(a.MandateLifetime),
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
+		Revoked:            a.relay.Notify,
 		Logger:             a.logger,
 	})
 	if err != nil {
@@ -255,14 +269,33 @@ func loadBundle(source string, grants []GrantConfig) (*issuer.PolicySpec, error)
 	return &issuer.PolicySpec{Modules: modules, Data: merged}, nil
 }
 
-// Start implements caddy.App; all state is built in Provision.
-func (a *App) Start() error { return nil }
+// Start runs the outbox relay; everything else was built in Provision.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop, a.done = cancel, make(chan struct{})
+	go func() {
+		defer close(a.done)
+		a.relay.Run(ctx)
+	}()
+	return nil
+}
 
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop stops the relay; rows it did not publish stay in the outbox for the next one.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.done
+	}
+	return nil
+}
 
-// Cleanup releases the shared store.
-func (a *App) Cleanup() error { return a.store.Release() }
+// Cleanup releases the shared store and revocation pipeline.
+func (a *App) Cleanup() error {
+	return errors.Join(a.pipeline.Release(), a.store.Release())
+}
+
+// Pipeline returns the process's revocation pipeline of this STS.
+func (a *App) Pipeline() *caddyrev.Pipeline { return a.pipeline.Pipeline }
 
 // Service returns the STS core, for the handler and the Coordinator.
 func (a *App) Service() *issuer.Service { return a.service }

@@ -13,7 +13,9 @@ import (
 func init() {
 	httpcaddyfile.RegisterGlobalOption("caracal_sts", parseGlobal)
 	httpcaddyfile.RegisterHandlerDirective("caracal_sts", parseHandler)
-	httpcaddyfile.RegisterDirectiveOrder("caracal_sts", httpcaddyfile.Before, "basic_auth")
+	// After try_files, so the STS endpoints come before caracal_mandate (ordered before
+	// basic_auth) whatever the package init order.
+	httpcaddyfile.RegisterDirectiveOrder("caracal_sts", httpcaddyfile.After, "try_files")
 }
 
 // parseHandler parses the handler directive, which takes no arguments:
@@ -40,6 +42,11 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		refresh_interval     <duration>
 //		policy_remote        <opa url>
 //		policy_timeout       <duration>
+//		revocation           local | <redis url> {
+//			stream_key    <secret>
+//			stream_prefix <prefix>
+//			retention     <duration>
+//		}
 //		zone <id> {
 //			name        <text>
 //			application <client_id> <secret>
@@ -92,6 +99,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
 		return oneArg(d, &app.Policy.RemoteURL)
 	case "policy_timeout":
 		return durationArg(d, &app.Policy.Timeout)
+	case "revocation":
+		return app.Revocation.UnmarshalCaddyfile(d)
 	case "zone":
 		return parseZone(d, app)
 	default:

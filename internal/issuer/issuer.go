@@ -67,6 +67,9 @@ type Options struct {
 	FailureLimit  int
 	FailureWindow time.Duration
 	Secrets       *secret.Verifier
+	// Revoked is called after a revocation was stored (its outbox rows included), so
+	// the relay can publish at once instead of at its next poll.
+	Revoked func()
 
 	Logger *zap.Logger
 	Now    func() time.Time

@@ -71,6 +71,9 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, realm, unavailable("session could not be revoked"))
 		return
 	}
+	if s.opts.Revoked != nil {
+		s.opts.Revoked()
+	}
 	s.log.Info("session revoked by its client", zap.String("zone", zoneID), zap.String("client_id", claims.ClientID), zap.String("sid", claims.SID))
 	noStore(w)
 	w.WriteHeader(http.StatusOK)

@@ -1,4 +1,4 @@
-package sts
+package caracal_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caracalgw/caracal/coordinator"
+	_ "github.com/caracalgw/caracal"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden JSON files")
@@ -43,13 +43,13 @@ func TestCaddyfileGolden(t *testing.T) {
 		os.Unsetenv("CARACAL_DEMO_SECRET")
 		t.Cleanup(func() { os.Setenv("CARACAL_DEMO_SECRET", v) })
 	}
-	files, err := filepath.Glob("testdata/*.caddyfile")
+	files, err := filepath.Glob("testdata/caddyfile/*.caddyfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	files = append(files, "../Caddyfile.example")
+	files = append(files, "Caddyfile.example")
 	for _, in := range files {
-		golden := "testdata/" + strings.TrimSuffix(filepath.Base(in), ".caddyfile") + ".json"
+		golden := "testdata/caddyfile/" + strings.TrimSuffix(filepath.Base(in), ".caddyfile") + ".json"
 		t.Run(filepath.Base(in), func(t *testing.T) {
 			src, err := os.ReadFile(in)
 			if err != nil {
@@ -66,7 +66,7 @@ func TestCaddyfileGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {
-				t.Fatalf("%v (run go test ./sts -run Golden -update)", err)
+				t.Fatalf("%v (run go test . -run Golden -update)", err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("adapted JSON differs from %s:\n%s", golden, got)

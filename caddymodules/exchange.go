@@ -1,0 +1,195 @@
+package caddymodules
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caracalgw/caracal/internal/issuer"
+	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/verify"
+)
+
+// ExchangeConfig turns on exchange mode: the route accepts a session mandate and obtains
+// (and caches) a resource mandate for its own resource from the STS.
+type ExchangeConfig struct {
+	// TokenEndpoint is the STS token endpoint used when the STS does not run in this
+	// process (default {issuer}/oauth2/token).
+	TokenEndpoint string `json:"token_endpoint,omitempty"`
+	// RenewBefore renews a cached resource mandate this long before it expires
+	// (default 30s).
+	RenewBefore caddy.Duration `json:"renew_before,omitempty"`
+}
+
+// exchanger obtains and caches resource mandates for session mandates.
+type exchanger struct {
+	local    *issuer.Service
+	zoneID   string
+	endpoint string
+	resource string
+	scopes   []string
+	renew    time.Duration
+	client   *http.Client
+
+	mu    sync.Mutex
+	cache map[[sha256.Size]byte]exchanged
+}
+
+type exchanged struct {
+	token string
+	exp   time.Time
+}
+
+const maxExchangeCache = 10_000
+
+func newExchanger(cfg *ExchangeConfig, iss, resource string, scopes []string, local *issuer.Service, zoneID string) (*exchanger, error) {
+	x := &exchanger{
+		zoneID:   zoneID,
+		endpoint: cfg.TokenEndpoint,
+		resource: resource,
+		scopes:   scopes,
+		renew:    time.Duration(cfg.RenewBefore),
+		cache:    make(map[[sha256.Size]byte]exchanged),
+		client: &http.Client{
+			Timeout:       5 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	if x.renew <= 0 {
+		x.renew = 30 * time.Second
+	}
+	if local != nil {
+		if z, ok := local.ZoneOf(iss); ok && z == zoneID && cfg.TokenEndpoint == "" {
+			x.local = local
+		}
+	}
+	if x.local == nil && x.endpoint == "" {
+		x.endpoint = strings.TrimRight(iss, "/") + "/oauth2/token"
+	}
+	if x.local == nil {
+		u, err := url.Parse(x.endpoint)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("exchange: token endpoint %q is not an http(s) URL", x.endpoint)
+		}
+	}
+	return x, nil
+}
+
+// resourceMandate returns the verified claims and token of a resource mandate for the
+// presented session mandate, from the cache while it is fresh. The cached mandate is
+// verified on every request like any presented one, so revocation applies at once.
+func (x *exchanger) resourceMandate(ctx context.Context, session string, v *verify.Verifier) (*mandate.Claims, string, error) {
+	if len(session) > mandate.MaxTokenSize {
+		return nil, "", &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token too large"}
+	}
+	key := sha256.Sum256([]byte(session))
+	x.mu.Lock()
+	e, ok := x.cache[key]
+	x.mu.Unlock()
+	if !ok || time.Until(e.exp) < x.renew {
+		tok, exp, err := x.exchange(ctx, session)
+		if err != nil {
+			return nil, "", err
+		}
+		e = exchanged{token: tok, exp: exp}
+		x.mu.Lock()
+		if len(x.cache) >= maxExchangeCache {
+			now := time.Now()
+			for k, old := range x.cache {
+				if now.After(old.exp) {
+					delete(x.cache, k)
+				}
+			}
+			if len(x.cache) >= maxExchangeCache {
+				clear(x.cache)
+			}
+		}
+		x.cache[key] = e
+		x.mu.Unlock()
+	}
+	c, err := v.Verify(ctx, e.token)
+	if err != nil {
+		x.mu.Lock()
+		delete(x.cache, key)
+		x.mu.Unlock()
+		return nil, "", err
+	}
+	return c, e.token, nil
+}
+
+// exchange asks the STS, in process or over HTTP, and maps its OAuth error to the
+// gateway's RFC 6750 answer.
+func (x *exchanger) exchange(ctx context.Context, session string) (string, time.Time, error) {
+	if x.local != nil {
+		tok, exp, err := x.local.Exchange(ctx, x.zoneID, session, x.resource, x.scopes)
+		if err != nil {
+			status, code, desc, ok := issuer.OAuthError(err)
+			if !ok {
+				return "", time.Time{}, &verify.Error{Status: http.StatusServiceUnavailable, Description: "token exchange failed"}
+			}
+			return "", time.Time{}, exchangeRefusal(status, code, desc)
+		}
+		return tok, exp, nil
+	}
+	form := url.Values{
+		"grant_type":         {issuer.GrantTokenExchange},
+		"subject_token":      {session},
+		"subject_token_type": {issuer.TokenTypeAccessToken},
+		"resource":           {x.resource},
+	}
+	if len(x.scopes) > 0 {
+		form.Set("scope", strings.Join(x.scopes, " "))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, x.endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := x.client.Do(req)
+	if err != nil {
+		return "", time.Time{}, &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS could not be reached"}
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body); err != nil {
+		return "", time.Time{}, &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS answered with a malformed body"}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", time.Time{}, exchangeRefusal(resp.StatusCode, body.Error, body.Description)
+	}
+	if body.AccessToken == "" || body.ExpiresIn <= 0 {
+		return "", time.Time{}, &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS answered without a mandate"}
+	}
+	return body.AccessToken, time.Now().Add(time.Duration(body.ExpiresIn) * time.Second), nil
+}
+
+// exchangeRefusal maps an STS error to the gateway's answer: a refused subject token is
+// an invalid token, a policy or scope refusal is insufficient_scope, an unavailable STS
+// is 503.
+func exchangeRefusal(status int, code, desc string) error {
+	switch {
+	case status >= 500 || status == http.StatusTooManyRequests:
+		return &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS is unavailable"}
+	case code == "access_denied" || code == "invalid_scope":
+		return &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "exchange refused: " + desc}
+	case code == "":
+		return errors.New("exchange failed")
+	default:
+		return &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "exchange refused: " + desc}
+	}
+}

@@ -1,0 +1,276 @@
+// Package caddymodules is the Caddy glue of the Caracal gateway: the caracal_mandate HTTP
+// handler that verifies resource mandates in front of reverse_proxy (SPEC.md section 7),
+// its Caddyfile directive, and the response writer that re-checks revocation while a
+// response streams.
+package caddymodules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/issuer"
+	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/verify"
+)
+
+func init() {
+	caddy.RegisterModule(new(Handler))
+}
+
+// DefaultCheckBytes is how often (in response bytes) revocation is re-checked.
+const DefaultCheckBytes = 4096
+
+// Handler verifies the request's resource mandate and guards the response.
+type Handler struct {
+	// Issuer is the zone issuer URL ({base}/zones/{zone}) whose mandates are accepted.
+	Issuer string `json:"issuer"`
+	// Resource is this route's resource identifier; a mandate's aud must equal it.
+	Resource string `json:"resource"`
+	// Scopes are required on every request.
+	Scopes []string `json:"scopes,omitempty"`
+	// Revocation selects the revocation transport: local (the in-process bus, the
+	// default) or a Redis URL, with an optional stream key.
+	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	// MaxStaleness is how old the revocation state may be (default 15s) before OnStale
+	// applies.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
+	// OnStale is "deny" (default: answer 503) or "allow".
+	OnStale string `json:"on_stale,omitempty"`
+	// CheckBytes is the response re-check interval in bytes (default 4096).
+	CheckBytes int `json:"check_bytes,omitempty"`
+	// Leeway for exp/nbf/iat (default 30s).
+	Leeway caddy.Duration `json:"leeway,omitempty"`
+	// ForwardMandate forwards the Authorization header upstream (default true). In
+	// exchange mode the forwarded mandate is the resource mandate.
+	ForwardMandate *bool `json:"forward_mandate,omitempty"`
+	// RejectStaleEpoch refuses delegated mandates issued before the zone's latest
+	// delegation graph change.
+	RejectStaleEpoch bool `json:"reject_stale_epoch,omitempty"`
+	// EndOnExpiry ends a response that is still streaming when its mandate expires
+	// (default true).
+	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
+	// Exchange accepts a session mandate and exchanges it at the STS for a resource
+	// mandate of this route's resource (see SPEC.md section 7).
+	Exchange *ExchangeConfig `json:"exchange,omitempty"`
+
+	verifier  *verify.Verifier
+	pipeline  *caddyrev.Handle
+	exchanger *exchanger
+	forward   bool
+	endOnExp  bool
+	logger    *zap.Logger
+	metrics   *metrics
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.caracal_mandate", New: func() caddy.Module { return new(Handler) }}
+}
+
+// Provision builds the verifier: keys in process when the caracal_sts app of this
+// configuration issues for the zone, else from the issuer's metadata.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Issuer == "" || h.Resource == "" {
+		return errors.New("caracal_mandate: issuer and resource are required")
+	}
+	if h.CheckBytes == 0 {
+		h.CheckBytes = DefaultCheckBytes
+	}
+	if h.CheckBytes < 512 || h.CheckBytes > 1<<20 {
+		return fmt.Errorf("caracal_mandate: check_bytes %d is outside 512..1048576", h.CheckBytes)
+	}
+	switch h.OnStale {
+	case "", "deny", "allow":
+	default:
+		return fmt.Errorf("caracal_mandate: on_stale must be deny or allow, not %q", h.OnStale)
+	}
+	h.forward = h.ForwardMandate == nil || *h.ForwardMandate
+	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
+
+	var err error
+	if h.pipeline, err = caddyrev.Open(ctx, h.Revocation, h.logger); err != nil {
+		return fmt.Errorf("caracal_mandate: %w", err)
+	}
+	sts := localSTS(ctx)
+	var keys mandate.KeySource
+	if sts != nil {
+		if zoneID, ok := sts.ZoneOf(h.Issuer); ok {
+			keys = sts.Keys(zoneID)
+		}
+	}
+	var source = h.pipeline.Source
+	h.verifier, err = verify.New(verify.Options{
+		Issuer:           h.Issuer,
+		Resource:         h.Resource,
+		Scopes:           h.Scopes,
+		Keys:             keys,
+		Revocations:      h.pipeline.Store,
+		Source:           source,
+		MaxStaleness:     time.Duration(h.MaxStaleness),
+		FailOpen:         h.OnStale == "allow",
+		Epochs:           h.pipeline.Epochs,
+		RejectStaleEpoch: h.RejectStaleEpoch,
+		Leeway:           time.Duration(h.Leeway),
+	})
+	if err != nil {
+		return fmt.Errorf("caracal_mandate: %w", err)
+	}
+	if h.Exchange != nil {
+		if h.exchanger, err = newExchanger(h.Exchange, h.Issuer, h.Resource, h.Scopes, sts, h.verifier.ZoneID()); err != nil {
+			return fmt.Errorf("caracal_mandate: %w", err)
+		}
+	}
+	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
+	return nil
+}
+
+// localSTS returns the STS of this configuration, if the caracal_sts app is configured.
+func localSTS(ctx caddy.Context) *issuer.Service {
+	v, err := ctx.AppIfConfigured("caracal_sts")
+	if err != nil {
+		return nil
+	}
+	s, ok := v.(interface{ Service() *issuer.Service })
+	if !ok {
+		return nil
+	}
+	return s.Service()
+}
+
+// Cleanup releases the revocation pipeline.
+func (h *Handler) Cleanup() error { return h.pipeline.Release() }
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	token, err := verify.BearerToken(r)
+	var claims *mandate.Claims
+	if err == nil {
+		if h.exchanger != nil {
+			claims, token, err = h.exchanger.resourceMandate(r.Context(), token, h.verifier)
+		} else {
+			claims, err = h.verifier.Verify(r.Context(), token)
+		}
+	}
+	if err != nil {
+		h.refuse(w, r, err)
+		return nil
+	}
+	h.metrics.allowed.Inc()
+
+	// Header hygiene: nothing the client sent under X-Caracal-* survives.
+	for name := range r.Header {
+		if len(name) >= 10 && strings.EqualFold(name[:10], "X-Caracal-") {
+			delete(r.Header, name)
+		}
+	}
+	r.Header.Set("X-Caracal-Sub", claims.Subject)
+	r.Header.Set("X-Caracal-Client-Id", claims.ClientID)
+	r.Header.Set("X-Caracal-Zone", claims.ZoneID)
+	r.Header.Set("X-Caracal-Scope", claims.Scope)
+	r.Header.Set("X-Caracal-Sid", claims.SID)
+	if !h.forward {
+		r.Header.Del("Authorization")
+	} else if h.exchanger != nil {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", claims.Subject)
+		repl.Set("http.auth.user.client_id", claims.ClientID)
+		repl.Set("http.auth.user.zone_id", claims.ZoneID)
+		repl.Set("http.auth.user.scope", claims.Scope)
+		repl.Set("http.auth.user.sid", claims.SID)
+		repl.Set("http.auth.user.root_sid", claims.RootSID)
+		repl.Set("http.auth.user.jti", claims.ID)
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	g := &guard{
+		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+		every:                 h.CheckBytes,
+		since:                 h.CheckBytes, // the first byte is checked too
+		check:                 func() bool { return h.verifier.Revoked(claims) },
+		cancel:                cancel,
+	}
+	g.self.g = g
+	if h.endOnExp {
+		g.expires = claims.Expiry
+	}
+	var release func()
+	var timer *time.Timer
+	g.arm = func() {
+		revoked, rel := h.verifier.Watch(claims)
+		release = rel
+		go func() {
+			select {
+			case <-revoked:
+				g.abort()
+			case <-ctx.Done():
+			}
+		}()
+		if g.expires != 0 {
+			timer = time.AfterFunc(time.Until(time.Unix(g.expires, 0)), g.abort)
+		}
+	}
+	defer func() {
+		// Runs when reverse_proxy panics with http.ErrAbortHandler too.
+		if release != nil {
+			release()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if g.aborted.Load() {
+			h.metrics.streamsCut.Inc()
+			h.logger.Info("response aborted: mandate revoked or expired", zap.String("zone", claims.ZoneID), zap.String("sid", claims.SID), zap.String("jti", claims.ID))
+		}
+	}()
+	err = next.ServeHTTP(g, r.WithContext(ctx))
+	if g.aborted.Load() {
+		if g.header {
+			// Headers are out: make sure the client cannot take the response as complete.
+			panic(http.ErrAbortHandler)
+		}
+		h.refuse(w, r, &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "the mandate has been revoked"})
+		return nil
+	}
+	return err
+}
+
+// refuse answers per RFC 6750 and counts the refusal.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *verify.Error
+	if errors.As(err, &ve) {
+		h.metrics.refused.WithLabelValues(refusalLabel(ve)).Inc()
+		h.logger.Debug("mandate refused", zap.Int("status", ve.Status), zap.String("error", ve.Code), zap.String("reason", ve.Description), zap.String("path", r.URL.Path))
+	}
+	verify.WriteError(w, h.verifier.Realm(), err)
+}
+
+func refusalLabel(e *verify.Error) string {
+	switch {
+	case e.Status == http.StatusServiceUnavailable:
+		return "unavailable"
+	case e.Code == "":
+		return "missing"
+	default:
+		return e.Code
+	}
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,198 @@
+// Package caddyrev gives every Caracal module of a process one shared revocation pipeline
+// per transport: the revocation set, the delegation epochs, the consumer that feeds them
+// and the publisher. The STS publishes through it (via the outbox relay) and every
+// caracal_mandate handler reads from it; sharing through a caddy.UsagePool keeps one Redis
+// consumer per process across config reloads.
+package caddyrev
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/revocation"
+)
+
+// Config selects the revocation transport.
+type Config struct {
+	// Transport is "local" (the in-process bus; default) or a Redis URL
+	// (redis:// or rediss://), placeholders allowed.
+	Transport string `json:"transport,omitempty"`
+	// StreamKey signs published entries and makes consumers drop unsigned or badly
+	// signed ones (HMAC-SHA256). Placeholders allowed, e.g. {env.CARACAL_STREAM_KEY}.
+	StreamKey string `json:"stream_key,omitempty"`
+	// StreamPrefix is prepended to the Redis stream names (to separate deployments
+	// sharing a server); signatures cover the unprefixed names.
+	StreamPrefix string `json:"stream_prefix,omitempty"`
+	// Retention is how long entries are kept (default 24h1m); it must be at least the
+	// longest mandate lifetime, sessions included.
+	Retention caddy.Duration `json:"retention,omitempty"`
+}
+
+// Pipeline is one process-wide revocation pipeline.
+type Pipeline struct {
+	Store     *revocation.Store
+	Epochs    *revocation.Epochs
+	Source    revocation.Source
+	Publisher revocation.Publisher
+	// Key is the stream key (nil when entries are unsigned).
+	Key []byte
+	// Transport is "local" or "redis".
+	Transport string
+
+	client *redis.Client
+}
+
+// Destruct stops the consumer and closes the Redis client.
+func (p *Pipeline) Destruct() error {
+	err := p.Source.Close()
+	if p.client != nil {
+		err = errors.Join(err, p.client.Close())
+	}
+	return err
+}
+
+// Handle is a reference to a shared Pipeline.
+type Handle struct {
+	*Pipeline
+	key string
+}
+
+// Release drops the reference; the pipeline stops when no reference remains.
+func (h *Handle) Release() error {
+	if h == nil || h.key == "" {
+		return nil
+	}
+	_, err := pool.Delete(h.key)
+	h.key = ""
+	return err
+}
+
+var pool = caddy.NewUsagePool()
+
+// local is the in-process bus: one per process, so that an STS and a gateway of the
+// same process (and of successive configs) see the same entries.
+var local = revocation.NewBus(revocation.DefaultRetention, nil)
+
+// Open returns the shared pipeline for cfg, starting it on first use. With Redis it
+// waits (bounded by ctx) until the consumer has rebuilt its state, so a gateway never
+// starts serving with an empty revocation set.
+func Open(ctx context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
+	repl := caddy.NewReplacer()
+	transport := strings.TrimSpace(repl.ReplaceKnown(cfg.Transport, ""))
+	if transport == "" {
+		transport = "local"
+	}
+	keyText := repl.ReplaceKnown(cfg.StreamKey, "")
+	var key []byte
+	if keyText != "" {
+		if len(keyText) < 16 {
+			return nil, errors.New("revocation: stream_key must be at least 16 characters")
+		}
+		key = []byte(keyText)
+	}
+	retention := time.Duration(cfg.Retention)
+	if retention <= 0 {
+		retention = revocation.DefaultRetention
+	}
+	digest := sha256.Sum256([]byte(transport + "\x00" + cfg.StreamPrefix + "\x00" + keyText + "\x00" + retention.String()))
+	poolKey := hex.EncodeToString(digest[:])
+
+	val, _, err := pool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
+		p := &Pipeline{Store: revocation.NewStore(nil), Epochs: new(revocation.Epochs), Key: key}
+		if transport == "local" {
+			if cfg.StreamPrefix != "" {
+				return nil, errors.New("revocation: stream_prefix applies to Redis only")
+			}
+			p.Transport = "local"
+			p.Publisher = local
+			p.Source = local.Attach(p.Store, p.Epochs, key)
+			return p, nil
+		}
+		opts, err := redis.ParseURL(transport)
+		if err != nil {
+			return nil, fmt.Errorf("revocation: transport must be local or a redis:// URL: %w", err)
+		}
+		p.Transport = "redis"
+		p.client = redis.NewClient(opts)
+		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger}
+		p.Publisher = revocation.NewRedisPublisher(ro)
+		// The consumer lives as long as the pipeline, not as long as this config.
+		consumer, err := revocation.NewRedisRevocationConsumer(context.Background(), p.Store, p.Epochs, ro)
+		if err != nil {
+			_ = p.client.Close()
+			return nil, fmt.Errorf("revocation: starting the Redis consumer: %w", err)
+		}
+		p.Source = consumer
+		return p, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := val.(*Pipeline)
+	if c, ok := p.Source.(*revocation.RedisRevocationConsumer); ok {
+		select {
+		case <-c.Ready():
+		case <-ctx.Done():
+			_, _ = pool.Delete(poolKey)
+			return nil, fmt.Errorf("revocation: Redis consumer not ready: %w", ctx.Err())
+		}
+	}
+	return &Handle{Pipeline: p, key: poolKey}, nil
+}
+
+// UnmarshalCaddyfile parses a revocation block or line; the dispenser is positioned on
+// the option's name:
+//
+//	revocation local | <redis url> {
+//		stream_key    <secret>
+//		stream_prefix <prefix>
+//		retention     <duration>
+//	}
+func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	c.Transport = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "stream_key":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			c.StreamKey = d.Val()
+		case "stream_prefix":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			c.StreamPrefix = d.Val()
+		case "retention":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("retention: %v", err)
+			}
+			c.Retention = caddy.Duration(dur)
+		default:
+			return d.Errf("unrecognized revocation option %q", d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+// Package verify lets a resource server check Caracal mandates without Caddy: pinned
+// issuer and audience, required scopes, revocation (sid, root_sid, delegation edge and
+// path), optional stale-epoch rejection, and RFC 6750 answers. The caracal_mandate Caddy
+// handler is built on it, so a resource server and the gateway decide alike.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/revocation"
+)
+
+// DefaultMaxStaleness is how old the revocation state may be before a fail-closed
+// verifier refuses with 503.
+const DefaultMaxStaleness = 15 * time.Second
+
+// Options configures a Verifier.
+type Options struct {
+	// Issuer is the pinned zone issuer URL, {base}/zones/{zone}.
+	Issuer string
+	// Resource is this resource's identifier: the mandate's aud must equal it.
+	Resource string
+	// Scopes are required on every request (all of them).
+	Scopes []string
+	// Keys resolves the zone's signing keys. Nil fetches them from the issuer's
+	// RFC 8414 metadata (mandate.RemoteKeys).
+	Keys mandate.KeySource
+	// Revocations is the revocation set to check on every request; required.
+	Revocations *revocation.Store
+	// Source feeds Revocations; its LastContact is compared with MaxStaleness. Nil means
+	// the set is local to this process and never stale.
+	Source revocation.Source
+	// MaxStaleness bounds the age of the revocation state (DefaultMaxStaleness when 0).
+	MaxStaleness time.Duration
+	// FailOpen accepts requests while the revocation state is stale instead of
+	// answering 503. Off by default: a gateway must not pass a mandate it cannot check.
+	FailOpen bool
+	// Epochs and RejectStaleEpoch reject delegated mandates whose
+	// delegation_graph_epoch is older than the zone's current epoch.
+	Epochs           *revocation.Epochs
+	RejectStaleEpoch bool
+	// Leeway for exp/nbf/iat (mandate.DefaultLeeway when 0).
+	Leeway time.Duration
+	// CacheEntries bounds the verified-token cache (mandate.DefaultCacheEntries when 0).
+	CacheEntries int
+	// Realm is the RFC 6750 realm (the resource identifier when empty).
+	Realm string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Verifier checks resource mandates for one resource. It is safe for concurrent use.
+type Verifier struct {
+	opts   Options
+	zoneID string
+	cache  *mandate.CachedVerifier
+	want   mandate.Expect
+	now    func() time.Time
+}
+
+// zoneIDPattern is the zone id syntax of SPEC.md section 1.
+var zoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ZoneFromIssuer returns the zone id of a zone issuer URL ({base}/zones/{zone}). The
+// issuer is compared byte for byte with every mandate's iss, so it is refused unless the
+// zone id appears in it literally (not percent-encoded) and nothing follows it: no
+// trailing slash, query or fragment.
+func ZoneFromIssuer(issuer string) (string, error) {
+	u, err := url.Parse(issuer)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return "", fmt.Errorf("issuer %q is not an absolute URL", issuer)
+	}
+	if u.User != nil || strings.ContainsAny(issuer, "?#") {
+		return "", fmt.Errorf("issuer %q must not carry user info, a query or a fragment", issuer)
+	}
+	path := u.EscapedPath()
+	i := strings.LastIndex(path, "/zones/")
+	if i < 0 {
+		return "", fmt.Errorf("issuer %q is not of the form {base}/zones/{zone}", issuer)
+	}
+	zone := path[i+len("/zones/"):]
+	if !zoneIDPattern.MatchString(zone) {
+		return "", fmt.Errorf("issuer %q does not end in a zone id matching %s", issuer, zoneIDPattern)
+	}
+	return zone, nil
+}
+
+// New validates opts and returns a Verifier.
+func New(opts Options) (*Verifier, error) {
+	zoneID, err := ZoneFromIssuer(opts.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if opts.Resource == "" {
+		return nil, errors.New("verify: the resource identifier is required")
+	}
+	for _, s := range opts.Scopes {
+		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
+			return nil, fmt.Errorf("verify: required scope %q is empty or holds white space (list each scope separately)", s)
+		}
+	}
+	if opts.Revocations == nil {
+		return nil, errors.New("verify: a revocation store is required")
+	}
+	if opts.RejectStaleEpoch && opts.Epochs == nil {
+		return nil, errors.New("verify: rejecting stale epochs needs an epoch tracker")
+	}
+	if opts.Leeway > revocation.ExpiryGrace {
+		return nil, fmt.Errorf("verify: leeway %s exceeds the revocation grace %s", opts.Leeway, revocation.ExpiryGrace)
+	}
+	if opts.MaxStaleness <= 0 {
+		opts.MaxStaleness = DefaultMaxStaleness
+	}
+	if opts.Realm == "" {
+		opts.Realm = opts.Resource
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Keys == nil {
+		rk, err := mandate.NewRemoteKeys(mandate.RemoteOptions{Issuer: opts.Issuer, Now: opts.Now})
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		opts.Keys = rk
+	}
+	v := &Verifier{
+		opts:   opts,
+		zoneID: zoneID,
+		now:    opts.Now,
+		want:   mandate.Expect{Issuer: opts.Issuer, ZoneID: zoneID, Audience: opts.Resource, Use: mandate.UseResource},
+	}
+	v.cache = mandate.NewCachedVerifier(&mandate.Verifier{Keys: opts.Keys, Leeway: opts.Leeway, Now: opts.Now}, opts.CacheEntries)
+	return v, nil
+}
+
+// ZoneID is the pinned zone.
+func (v *Verifier) ZoneID() string { return v.zoneID }
+
+// Realm is the RFC 6750 realm of the answers.
+func (v *Verifier) Realm() string { return v.opts.Realm }
+
+// Verify checks a resource mandate in the order of SPEC.md section 3 and returns its
+// claims (shared: do not modify them). Failures are *Error values carrying the RFC 6750
+// answer.
+func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, error) {
+	if err := v.fresh(); err != nil {
+		return nil, err
+	}
+	c, err := v.cache.Verify(ctx, token, v.want)
+	if err != nil {
+		if errors.Is(err, mandate.ErrKeysUnavailable) {
+			return nil, &Error{Status: http.StatusServiceUnavailable, Description: "signing keys of the zone are unavailable"}
+		}
+		desc := err.Error()
+		if errors.Is(err, mandate.ErrType) || errors.Is(err, mandate.ErrUse) {
+			desc = "a resource mandate is required (session mandates are accepted only by the STS)"
+		}
+		return nil, invalidToken(desc)
+	}
+	if c.SID == "" || c.RootSID == "" {
+		return nil, invalidToken("mandate carries no session")
+	}
+	if err := v.checkRevoked(c); err != nil {
+		return nil, err
+	}
+	for _, s := range v.opts.Scopes {
+		if !hasScope(c.Scope, s) {
+			return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "the mandate lacks a required scope", Scope: strings.Join(v.opts.Scopes, " ")}
+		}
+	}
+	if v.opts.RejectStaleEpoch {
+		if cur, ok := v.opts.Epochs.Current(v.zoneID); ok && c.DelegationGraphEpoch < cur {
+			return nil, invalidToken("the delegation graph changed after this mandate was issued")
+		}
+	}
+	return c, nil
+}
+
+// hasScope reports whether scope is one of the granted space-delimited scopes. It splits
+// as Claims.Scopes does but without building a slice: this runs on every request.
+func hasScope(granted, scope string) bool {
+	for s := range strings.FieldsSeq(granted) {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// Revoked reports whether any anchor of c has been revoked since it was verified; a
+// streaming response calls it at every chunk boundary.
+func (v *Verifier) Revoked(c *mandate.Claims) bool {
+	if _, hit := v.opts.Revocations.Revoked(v.zoneID, c.SID, c.RootSID, c.DelegationEdgeID); hit {
+		return true
+	}
+	_, hit := v.opts.Revocations.Revoked(v.zoneID, c.DelegationPath...)
+	return hit
+}
+
+// Watch returns a channel closed when any anchor of c is revoked, and its release.
+func (v *Verifier) Watch(c *mandate.Claims) (<-chan struct{}, func()) {
+	return v.opts.Revocations.Watch(v.zoneID, c.Anchors())
+}
+
+func (v *Verifier) checkRevoked(c *mandate.Claims) error {
+	if v.Revoked(c) {
+		return invalidToken("the mandate has been revoked")
+	}
+	return nil
+}
+
+// fresh refuses when the revocation state is older than the bound and the verifier fails
+// closed.
+func (v *Verifier) fresh() error {
+	if v.opts.Source == nil || v.opts.FailOpen {
+		return nil
+	}
+	if v.now().Sub(v.opts.Source.LastContact()) > v.opts.MaxStaleness {
+		return &Error{Status: http.StatusServiceUnavailable, Description: "revocation state is stale; refusing until it is current"}
+	}
+	return nil
+}
+
+// Stale reports whether the revocation state is older than the bound.
+func (v *Verifier) Stale() bool {
+	return v.opts.Source != nil && v.now().Sub(v.opts.Source.LastContact()) > v.opts.MaxStaleness
+}
