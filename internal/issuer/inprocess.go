@@ -79,4 +79,3 @@ func OAuthError(err error) (status int, code, description string, ok bool) {
 	}
 	return e.Status, e.Code, e.Description, true
 }
-
