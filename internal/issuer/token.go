@@ -237,8 +237,9 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 			return nil, badRequest("scope is empty")
 		}
 	}
-	if f.has("delegation_edge_id") {
-		return nil, badRequest("delegated exchange is not available on this STS yet")
+	edgeID := f.get("delegation_edge_id")
+	if f.has("delegation_edge_id") && edgeID == "" {
+		return nil, badRequest("delegation_edge_id is empty")
 	}
 	ca, oerr := readClientAuth(r, f)
 	if oerr != nil {
@@ -296,13 +297,28 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 	}
 
 	// Scopes.
-	if requested == nil {
-		requested = slices.Clone(res.Scopes)
-	}
+	explicit := requested != nil
 	for _, sc := range requested {
 		if !slices.Contains(res.Scopes, sc) {
 			return nil, newError(http.StatusBadRequest, codeInvalidScope, "scope "+sc+" is not declared by the resource")
 		}
+	}
+
+	// Delegation: the whole path, re-validated against the live graph.
+	var deleg *delegation
+	if edgeID != "" {
+		var oerr *oauthError
+		if deleg, oerr = s.resolveDelegation(ctx, zoneID, edgeID, sess, res.Identifier, now); oerr != nil {
+			return nil, oerr
+		}
+		leafScopes := deleg.leaf().Scopes
+		if !explicit {
+			requested = slices.Clone(leafScopes)
+		} else if !subset(requested, leafScopes) {
+			return nil, newError(http.StatusBadRequest, codeInvalidScope, "requested scopes exceed the delegation edge's scopes")
+		}
+	} else if !explicit {
+		requested = slices.Clone(res.Scopes)
 	}
 
 	// Policy.
@@ -314,6 +330,10 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 		Resource:        policy.Resource{Identifier: res.Identifier, Scopes: res.Scopes},
 		RequestedScopes: requested,
 		Time:            now.Unix(),
+	}
+	if deleg != nil {
+		in.Delegation = deleg.policyInput()
+		in.Session.RootSID = deleg.rootSession().ID
 	}
 	d := s.policy.Evaluate(ctx, zoneID, in)
 	if !d.Allow {
@@ -331,8 +351,12 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 	// Lifetime: the configured mandate lifetime, never beyond the session.
 	iat := now.Truncate(time.Second)
 	exp := iat.Add(s.opts.MandateLifetime)
-	if sess.ExpiresAt.Before(exp) {
-		exp = sess.ExpiresAt
+	limit := sess.ExpiresAt
+	if deleg != nil {
+		limit = deleg.expires
+	}
+	if limit.Before(exp) {
+		exp = limit
 	}
 	scope := strings.Join(granted, " ")
 	claims := &mandate.Claims{
@@ -349,6 +373,16 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 		RootSID:   sub.RootSID,
 		Use:       mandate.UseResource,
 		Scope:     scope,
+	}
+	if deleg != nil {
+		root := deleg.rootSession()
+		claims.Subject = root.ClientID
+		claims.RootSID = root.ID
+		claims.Act = deleg.actor()
+		claims.DelegationEdgeID = deleg.leaf().ID
+		claims.DelegationPath = deleg.ids()
+		claims.HopCount = len(deleg.path)
+		claims.DelegationGraphEpoch = deleg.epoch
 	}
 	tok, err := z.sign(mandate.TypResource, claims)
 	if err != nil {

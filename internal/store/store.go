@@ -209,6 +209,9 @@ type Store interface {
 
 	CreateSession(ctx context.Context, s Session) error
 	GetSession(ctx context.Context, zoneID, sid string) (Session, error)
+	// Sessions returns the zone's sessions among ids, keyed by id; ids that do not exist
+	// (in this zone) are absent from the map. One round trip, for delegation paths.
+	Sessions(ctx context.Context, zoneID string, ids []string) (map[string]Session, error)
 	// RevokeSession marks the session revoked, revokes every active edge whose source or
 	// target is the session together with their descendants, bumps the epoch when an edge
 	// changed, and writes the outbox rows (one caracal.sessions.revoke for the session,

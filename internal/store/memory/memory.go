@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -412,6 +413,28 @@ func (s *Store) GetSession(_ context.Context, zoneID, sid string) (store.Session
 		return store.Session{}, err
 	}
 	return z.session(sid)
+}
+
+// Sessions returns the zone's sessions among ids.
+func (s *Store) Sessions(_ context.Context, zoneID string, ids []string) (map[string]store.Session, error) {
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	z, err := s.zone(zoneID)
+	if errors.Is(err, store.ErrNotFound) {
+		return map[string]store.Session{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]store.Session, len(ids))
+	for _, id := range ids {
+		if sess, ok := z.sessions[id]; ok {
+			out[id] = sess
+		}
+	}
+	return out, nil
 }
 
 func (z *zoneState) session(sid string) (store.Session, error) {

@@ -32,6 +32,23 @@ func getSession(ctx context.Context, q querier, zoneID, sid string) (store.Sessi
 	return s, nil
 }
 
+// Sessions returns the zone's sessions among ids in one query.
+func (s *Store) Sessions(ctx context.Context, zoneID string, ids []string) (map[string]store.Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE zone_id = $1 AND id = ANY($2)`, zoneID, ids)
+	if err != nil {
+		return nil, dbErr(err, "sessions in zone %q", zoneID)
+	}
+	list, err := collect(rows, scanSession)
+	if err != nil {
+		return nil, dbErr(err, "sessions in zone %q", zoneID)
+	}
+	out := make(map[string]store.Session, len(list))
+	for _, sess := range list {
+		out[sess.ID] = sess
+	}
+	return out, nil
+}
+
 // CreateSession stores an active session of a registered application.
 func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
 	if _, err := s.pool.Exec(ctx, `INSERT INTO sessions (zone_id, id, client_id, status, created_at, expires_at)

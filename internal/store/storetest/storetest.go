@@ -501,6 +501,18 @@ func testSessions(t *testing.T, s store.Store) {
 		must(t, s.CreateApplication(ctx, store.Application{ZoneID: "a", ClientID: "only-a", Name: "A only"}), "CreateApplication")
 		wantErr(t, s.CreateSession(ctx, store.Session{ZoneID: "b", ID: "s9", ClientID: "only-a"}), store.ErrNotFound, "session in b for an application of a")
 	})
+	t.Run("Sessions returns the zone's sessions among the ids and nothing else", func(t *testing.T) {
+		got, err := s.Sessions(ctx, "a", []string{"s1", "missing"})
+		must(t, err, "Sessions")
+		equal(t, len(got), 1, "sessions found")
+		equal(t, got["s1"].ClientID, clientID, "session s1")
+		got, err = s.Sessions(ctx, "b", []string{"s1"})
+		must(t, err, "Sessions in b")
+		equal(t, len(got), 0, "zone a's session seen from zone b")
+		got, err = s.Sessions(ctx, "nope", []string{"s1"})
+		must(t, err, "Sessions in an unknown zone")
+		equal(t, len(got), 0, "sessions of an unknown zone")
+	})
 	t.Run("the same sid in another zone is another session", func(t *testing.T) {
 		must(t, s.CreateSession(ctx, store.Session{ZoneID: "b", ID: "s1", ClientID: clientID, CreatedAt: base, ExpiresAt: base.Add(2 * time.Hour)}), "CreateSession in b")
 		got, err := s.GetSession(ctx, "b", "s1")
