@@ -161,6 +161,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
 		Revoked:            a.relay.Notify,
+		Revocations:        a.pipeline.Store,
+		RevocationSource:   a.pipeline.Source,
 		Logger:             a.logger,
 	})
 	if err != nil {

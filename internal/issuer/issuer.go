@@ -22,6 +22,7 @@ import (
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // Defaults of SPEC.md section 2 and 3.
@@ -70,6 +71,13 @@ type Options struct {
 	// Revoked is called after a revocation was stored (its outbox rows included), so
 	// the relay can publish at once instead of at its next poll.
 	Revoked func()
+	// Revocations and RevocationSource are this process's revocation set and its feed.
+	// With them, sessions are read from storage once and then checked against the set
+	// while the feed is no older than MaxStaleness (default 5s); without them every
+	// exchange reads the session from storage.
+	Revocations      *revocation.Store
+	RevocationSource revocation.Source
+	MaxStaleness     time.Duration
 
 	Logger *zap.Logger
 	Now    func() time.Time
@@ -86,6 +94,7 @@ type Service struct {
 	log      *zap.Logger
 	now      func() time.Time
 	mux      *http.ServeMux
+	sessions *sessionCache
 
 	mu    sync.RWMutex
 	zones map[string]*zoneState
@@ -180,6 +189,10 @@ func New(opts Options) (*Service, error) {
 		now:      opts.Now,
 		zones:    make(map[string]*zoneState),
 	}
+	if opts.MaxStaleness <= 0 {
+		opts.MaxStaleness = DefaultRefreshInterval
+	}
+	s.sessions = newSessionCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
 	s.mux = s.routes()
 	return s, nil
 }

@@ -1,9 +1,11 @@
 package issuer
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +19,7 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // benchClients is the number of concurrent in-process clients of the issuance benchmarks.
@@ -53,6 +56,7 @@ func parallel(b *testing.B, op func() error) {
 	procs := max(1, benchClients/runtime.GOMAXPROCS(0))
 	b.SetParallelism(procs)
 	b.ReportAllocs()
+	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
@@ -87,26 +91,64 @@ func BenchmarkIssuance(b *testing.B) {
 		})
 	})
 	for _, kind := range []string{"memory", "postgres"} {
-		b.Run("exchange-"+kind, func(b *testing.B) {
-			var st store.Store = memory.New()
-			if kind == "postgres" {
-				st = openPostgres(b)
-				resetPostgres(b)
+		for _, hops := range []int{0, 1, 3, 10} {
+			name := "exchange-" + kind
+			if hops > 0 {
+				name = fmt.Sprintf("delegated-%dhop-%s", hops, kind)
 			}
-			e := newEnv(b, st)
-			body := exchangeForm(e.session("demo", "agent"), "scope", "read").Encode()
-			parallel(b, func() error {
-				req := httptest.NewRequest(http.MethodPost, "https://sts.test/zones/demo/oauth2/token", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				rec := httptest.NewRecorder()
-				e.svc.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					return &benchError{rec.Code, rec.Body.String()}
+			b.Run(name, func(b *testing.B) {
+				var st store.Store = memory.New()
+				if kind == "postgres" {
+					st = openPostgres(b)
+					resetPostgres(b)
 				}
-				return nil
+				// As deployed: sessions are checked against the revocation set.
+				e := newEnv(b, st, func(o *Options) { o.Revocations = revocation.NewStore(o.Now) })
+				form := exchangeForm(e.session("demo", "agent"), "scope", "read")
+				if hops > 0 {
+					form = delegatedForm(b, e, hops)
+				}
+				body := form.Encode()
+				parallel(b, func() error {
+					req := httptest.NewRequest(http.MethodPost, "https://sts.test/zones/demo/oauth2/token", strings.NewReader(body))
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+					rec := httptest.NewRecorder()
+					e.svc.ServeHTTP(rec, req)
+					if rec.Code != http.StatusOK {
+						return &benchError{rec.Code, rec.Body.String()}
+					}
+					return nil
+				})
 			})
-		})
+		}
 	}
+}
+
+// delegatedForm builds a chain of hops edges (agent's session at the root, alternating
+// agent and reader sessions below, max_hops shrinking by one per hop) and returns the
+// exchange form of the leaf's target session.
+func delegatedForm(b *testing.B, e *env, hops int) url.Values {
+	ctx := context.Background()
+	clients := []string{"agent", "reader"}
+	var tokens, sids []string
+	for i := 0; i <= hops; i++ {
+		tok := e.session("demo", clients[i%2])
+		tokens = append(tokens, tok)
+		sids = append(sids, claimsOf(b, tok).SID)
+	}
+	parent := ""
+	for i := range hops {
+		edge, err := e.store.CreateEdge(ctx, store.Edge{
+			ZoneID: "demo", ID: fmt.Sprintf("bench-%d", i), SourceSessionID: sids[i], TargetSessionID: sids[i+1],
+			Resource: apiResource, Scopes: []string{"read"}, ExpiresAt: e.clock.Now().Add(time.Hour),
+			MaxHops: hops - i, ParentEdgeID: parent,
+		}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		parent = edge.ID
+	}
+	return exchangeForm(tokens[hops], "scope", "read", "delegation_edge_id", parent)
 }
 
 // BenchmarkClientCredentials measures the session grant on the cached-verification path

@@ -29,7 +29,7 @@ func tokenBody(t *testing.T, b []byte) tokenResponse {
 
 // claimsOf decodes a token's payload without verifying it (the verification itself is
 // tested through the endpoints).
-func claimsOf(t *testing.T, tok string) mandate.Claims {
+func claimsOf(t testing.TB, tok string) mandate.Claims {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {

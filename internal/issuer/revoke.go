@@ -66,10 +66,15 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, realm, newError(http.StatusBadRequest, codeInvalidRequest, "the token was not issued to the authenticated client"))
 		return
 	}
-	if _, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+	now := s.now()
+	rev, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", now)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("session revocation failed", zap.String("zone", zoneID), zap.Error(err))
 		writeError(w, realm, unavailable("session could not be revoked"))
 		return
+	}
+	if rev.Session != nil {
+		s.recordRevocation(zoneID, *rev.Session, now)
 	}
 	if s.opts.Revoked != nil {
 		s.opts.Revoked()

@@ -264,7 +264,7 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 	if ca.present && ca.id != sub.ClientID {
 		return nil, invalidGrant("subject_token was not issued to the authenticated client")
 	}
-	sess, err := s.store.GetSession(ctx, zoneID, sub.SID)
+	sess, err := s.session(ctx, zoneID, sub.SID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, invalidGrant("subject_token: unknown session")
