@@ -214,6 +214,16 @@ func requestCases() []requestCase {
 			want: refused("wrong zone"),
 		},
 		{
+			name:  "a mandate without a session is refused",
+			token: func(t *testing.T, f *fixture) string { return f.token(t, func(c *mandate.Claims) { c.SID = "" }) },
+			want:  refused("carries no session"),
+		},
+		{
+			name:  "a mandate without a root session is refused",
+			token: func(t *testing.T, f *fixture) string { return f.token(t, func(c *mandate.Claims) { c.RootSID = "" }) },
+			want:  refused("carries no session"),
+		},
+		{
 			name:    "a mandate whose session was revoked is refused",
 			prepare: func(f *fixture) { f.revokeSession(testZone, "sid-3") },
 			token:   delegated,
