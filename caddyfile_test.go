@@ -88,6 +88,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		"grant without scope":    "{\n caracal_sts {\n  zone a {\n   grant c https://a.test\n  }\n }\n}\n",
 		"unknown zone option":    "{\n caracal_sts {\n  zone a {\n   color blue\n  }\n }\n}\n",
 		"handler arguments":      ":8080 {\n caracal_sts foo\n}\n",
+		"coordinator arguments":  ":8080 {\n caracal_coordinator extra\n}\n",
+		"coordinator sweep":      "{\n caracal_coordinator {\n  sweep_interval often\n }\n}\n",
 		"coordinator option":     "{\n caracal_coordinator {\n  color blue\n }\n}\n",
 	}
 	for name, src := range cases {

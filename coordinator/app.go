@@ -1,11 +1,15 @@
 // Package coordinator is the Caddy glue of the Caracal Coordinator, the control plane that
-// owns zones, applications, resources, policies, sessions and the delegation graph.
+// owns zones, applications, resources, policies, sessions and the delegation graph: the
+// `caracal_coordinator` app (global option of the same name) and the
+// `caracal_coordinator` handler that serves the admin API (SPEC.md section 5) in a site.
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -14,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caracalgw/caracal/internal/caddystore"
+	"github.com/caracalgw/caracal/internal/control"
+	"github.com/caracalgw/caracal/internal/issuer"
 )
 
 func init() {
@@ -21,14 +27,36 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("caracal_coordinator", parseGlobal)
 }
 
-// App is the Coordinator app. It opens the configured storage when provisioned.
-type App struct {
-	// Storage selects the store. When absent, the store of the caracal_sts app in the same
-	// configuration is used (both share one pool per DSN either way).
-	Storage *caddystore.Config `json:"storage,omitempty"`
+// DefaultSweepInterval is how often expired delegation edges are marked expired.
+const DefaultSweepInterval = 30 * time.Second
 
-	store  *caddystore.Handle
-	logger *zap.Logger
+// App is the Coordinator. It uses the caracal_sts app of the same configuration for zone
+// keys, issuer URLs and policy reloads (the STS app need not serve its endpoints in this
+// process), and its storage unless storage is set here.
+type App struct {
+	// Storage selects the store. When absent, the caracal_sts app's storage is used
+	// (both share one pool per DSN either way).
+	Storage *caddystore.Config `json:"storage,omitempty"`
+	// BootstrapToken is the global admin token, usually a placeholder such as
+	// {env.CARACAL_ADMIN_TOKEN}. At least 16 characters; empty disables it, leaving only
+	// minted tokens.
+	BootstrapToken string `json:"bootstrap_token,omitempty"`
+	// SweepInterval is how often expired delegation edges are marked expired, bumping the
+	// zone epoch (default 30s).
+	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
+	store   *caddystore.Handle
+	service *control.Service
+	logger  *zap.Logger
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// stsApp is what the Coordinator needs from the caracal_sts app.
+type stsApp interface {
+	Service() *issuer.Service
+	StorageConfig() caddystore.Config
+	Notify()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -36,46 +64,74 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "caracal_coordinator", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision opens the storage.
+// Provision opens the storage and builds the admin API.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	cfg := a.Storage
-	if cfg == nil {
-		stsCfg, err := stsStorage(ctx)
-		if err != nil {
-			return err
-		}
-		cfg = &stsCfg
+	v, err := ctx.AppIfConfigured("caracal_sts")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return errors.New("caracal_coordinator needs the caracal_sts app in the same configuration (for zone keys and issuers): add a caracal_sts { base_url … } global option")
 	}
-	h, err := caddystore.Open(ctx, *cfg)
 	if err != nil {
 		return fmt.Errorf("caracal_coordinator: %w", err)
 	}
-	a.store = h
+	sts, ok := v.(stsApp)
+	if !ok {
+		return errors.New("caracal_coordinator: unexpected caracal_sts app")
+	}
+	cfg := sts.StorageConfig()
+	if a.Storage != nil {
+		cfg = *a.Storage
+	}
+	if a.store, err = caddystore.Open(ctx, cfg); err != nil {
+		return fmt.Errorf("caracal_coordinator: %w", err)
+	}
+	a.service, err = control.New(control.Options{
+		Store:          a.store,
+		STS:            sts.Service(),
+		BootstrapToken: caddy.NewReplacer().ReplaceKnown(a.BootstrapToken, ""),
+		Notify:         sts.Notify,
+		Logger:         a.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("caracal_coordinator: %w", err)
+	}
 	return nil
 }
 
-// stsStorage reads the storage settings of the caracal_sts app, if it is configured.
-func stsStorage(ctx caddy.Context) (caddystore.Config, error) {
-	v, err := ctx.AppIfConfigured("caracal_sts")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return caddystore.Config{}, errors.New("caracal_coordinator: set storage, or configure the caracal_sts app whose storage it then shares")
+// Start runs the expiry sweeper.
+func (a *App) Start() error {
+	interval := time.Duration(a.SweepInterval)
+	if interval <= 0 {
+		interval = DefaultSweepInterval
 	}
-	if err != nil {
-		return caddystore.Config{}, fmt.Errorf("caracal_coordinator: %w", err)
-	}
-	s, ok := v.(interface{ StorageConfig() caddystore.Config })
-	if !ok {
-		return caddystore.Config{}, errors.New("caracal_coordinator: the caracal_sts app does not expose its storage")
-	}
-	return s.StorageConfig(), nil
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop, a.done = cancel, make(chan struct{})
+	go func() {
+		defer close(a.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := a.service.SweepExpired(ctx); err != nil && ctx.Err() == nil {
+					a.logger.Warn("sweeping expired delegation edges failed", zap.Error(err))
+				}
+			}
+		}
+	}()
+	return nil
 }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
-
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop stops the sweeper.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.done
+	}
+	return nil
+}
 
 // Cleanup releases the shared store.
 func (a *App) Cleanup() error { return a.store.Release() }
@@ -83,7 +139,9 @@ func (a *App) Cleanup() error { return a.store.Release() }
 // parseGlobal parses:
 //
 //	caracal_coordinator {
-//		storage memory | postgres <dsn>
+//		storage         memory | postgres <dsn>
+//		bootstrap_token <token>
+//		sweep_interval  <duration>
 //	}
 func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	app := new(App)
@@ -104,6 +162,26 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 					return nil, err
 				}
 				app.Storage = &c
+			case "bootstrap_token":
+				if !d.NextArg() {
+					return nil, d.ArgErr()
+				}
+				app.BootstrapToken = d.Val()
+				if d.NextArg() {
+					return nil, d.ArgErr()
+				}
+			case "sweep_interval":
+				if !d.NextArg() {
+					return nil, d.ArgErr()
+				}
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil {
+					return nil, d.Errf("sweep_interval: %v", err)
+				}
+				app.SweepInterval = caddy.Duration(dur)
+				if d.NextArg() {
+					return nil, d.ArgErr()
+				}
 			default:
 				return nil, d.Errf("unrecognized caracal_coordinator option %q", d.Val())
 			}

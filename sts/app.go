@@ -296,8 +296,8 @@ func (a *App) Cleanup() error {
 	return errors.Join(a.pipeline.Release(), a.store.Release())
 }
 
-// Pipeline returns the process's revocation pipeline of this STS.
-func (a *App) Pipeline() *caddyrev.Pipeline { return a.pipeline.Pipeline }
+// Notify wakes the outbox relay, after a write that produced outbox rows.
+func (a *App) Notify() { a.relay.Notify() }
 
 // Service returns the STS core, for the handler and the Coordinator.
 func (a *App) Service() *issuer.Service { return a.service }

@@ -1,0 +1,253 @@
+// Package control is the Coordinator core (SPEC.md sections 4 and 5): the admin API for
+// zones, admin tokens, applications, resources, policy bundles, signing keys and
+// sessions, and the delegation graph that sessions build with their own mandates. It
+// has no Caddy imports; the coordinator package wraps it as a Caddy app and handler.
+//
+// Every change is written through store.Store (the graph changes, epoch bumps and
+// outbox rows in one transaction), audited, and announced to the outbox relay through
+// Options.Notify so that revocations propagate at once.
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caracalgw/caracal/internal/issuer"
+	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
+)
+
+// minBootstrapTokenLen keeps a configured bootstrap token out of guessing range.
+const minBootstrapTokenLen = 16
+
+// Options configures a Service.
+type Options struct {
+	// Store is where everything lives. Required.
+	Store store.Store
+	// STS creates zones with their first key, rotates keys, drops its cached view of a
+	// zone after a change here, names zone issuers and resolves zone keys in process.
+	// Required.
+	STS *issuer.Service
+	// BootstrapToken is the global write admin token from configuration; empty
+	// disables it. It must be at least 16 characters of RFC 6750 b64token syntax and
+	// not look like a JWT (admin tokens and mandates are told apart by shape).
+	BootstrapToken string
+	// Notify is called after every write that produced outbox rows, so the relay
+	// publishes at once instead of at its next poll. Optional.
+	Notify func()
+	// Logger receives request outcomes and storage failures; zap.NewNop when nil.
+	Logger *zap.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Service serves the Coordinator API. It is safe for concurrent use.
+type Service struct {
+	store     store.Store
+	sts       *issuer.Service
+	bootstrap *[sha256.Size]byte // nil when no bootstrap token is configured
+	notify    func()
+	log       *zap.Logger
+	now       func() time.Time
+	routes    *http.ServeMux // method and path
+	paths     *http.ServeMux // path only, answering 405 with the allowed methods
+
+	mu        sync.RWMutex
+	verifiers map[string]*mandate.CachedVerifier // by zone
+}
+
+// New validates o and returns a Service.
+func New(o Options) (*Service, error) {
+	if o.Store == nil {
+		return nil, errors.New("coordinator: a store is required")
+	}
+	if o.STS == nil {
+		return nil, errors.New("coordinator: the STS service is required")
+	}
+	s := &Service{
+		store:     o.Store,
+		sts:       o.STS,
+		notify:    o.Notify,
+		log:       o.Logger,
+		now:       o.Now,
+		verifiers: make(map[string]*mandate.CachedVerifier),
+	}
+	if o.BootstrapToken != "" {
+		if err := checkBootstrapToken(o.BootstrapToken); err != nil {
+			return nil, err
+		}
+		h := sha256.Sum256([]byte(o.BootstrapToken))
+		s.bootstrap = &h
+	}
+	if s.notify == nil {
+		s.notify = func() {}
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.routes, s.paths = s.mux()
+	return s, nil
+}
+
+func checkBootstrapToken(tok string) error {
+	if len(tok) < minBootstrapTokenLen {
+		return fmt.Errorf("coordinator: the bootstrap admin token must be at least %d characters", minBootstrapTokenLen)
+	}
+	if looksLikeJWT(tok) {
+		return errors.New("coordinator: the bootstrap admin token must not contain two dots (it would be taken for a mandate)")
+	}
+	body := strings.TrimRight(tok, "=")
+	if body == "" {
+		return errors.New("coordinator: the bootstrap admin token must not be only padding")
+	}
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return errors.New("coordinator: the bootstrap admin token must use only letters, digits and -._~+/ (RFC 6750 b64token)")
+		}
+	}
+	return nil
+}
+
+type route struct {
+	method  string
+	pattern string
+	handler http.HandlerFunc
+}
+
+// mux builds the router of SPEC.md section 5 and, for the same paths, a router that
+// answers other methods with 405.
+func (s *Service) mux() (routes, paths *http.ServeMux) {
+	table := []route{
+		{http.MethodPost, "/v1/zones", s.createZone},
+		{http.MethodPost, "/v1/admin-tokens", s.createAdminToken},
+		{http.MethodPost, "/v1/admin-tokens/{id}/revoke", s.revokeAdminToken},
+		{http.MethodPost, "/v1/zones/{zone}/applications", s.createApplication},
+		{http.MethodPost, "/v1/zones/{zone}/resources", s.createResource},
+		{http.MethodPut, "/v1/zones/{zone}/policy", s.putPolicy},
+		{http.MethodPost, "/v1/zones/{zone}/keys/rotate", s.rotateKey},
+		{http.MethodPost, "/v1/zones/{zone}/sessions/{sid}/revoke", s.revokeSession},
+		{http.MethodGet, "/v1/zones/{zone}/sessions/{sid}", s.getSession},
+		{http.MethodPost, "/v1/zones/{zone}/delegations", s.createDelegation},
+		{http.MethodPost, "/v1/zones/{zone}/delegations/{id}/revoke", s.revokeDelegation},
+		{http.MethodGet, "/v1/zones/{zone}/delegations/{id}", s.getDelegation},
+		{http.MethodGet, "/v1/zones/{zone}/epoch", s.getEpoch},
+	}
+	routes, paths = http.NewServeMux(), http.NewServeMux()
+	allowed := make(map[string][]string)
+	var order []string
+	for _, rt := range table {
+		routes.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
+		if _, ok := allowed[rt.pattern]; !ok {
+			order = append(order, rt.pattern)
+		}
+		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
+	}
+	for _, p := range order {
+		allow := strings.Join(allowed[p], ", ")
+		paths.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: codeInvalidRequest, Description: "method not allowed; use " + allow})
+		})
+	}
+	return routes, paths
+}
+
+// Handles reports whether the request's path is a Coordinator endpoint (any method),
+// so that a Caddy handler can pass other requests down its chain.
+func (s *Service) Handles(r *http.Request) bool {
+	_, pattern := s.paths.Handler(r)
+	return pattern != ""
+}
+
+// ServeHTTP serves the endpoints of SPEC.md section 5.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.routes.Handler(r); pattern != "" {
+		s.routes.ServeHTTP(w, r)
+		return
+	}
+	if _, pattern := s.paths.Handler(r); pattern != "" {
+		s.paths.ServeHTTP(w, r)
+		return
+	}
+	writeError(w, notFound("no such endpoint"))
+}
+
+// SweepExpired marks every zone's active edges whose expiry has passed as expired (each
+// zone's epoch bumps and its outbox rows are written in one transaction) and notifies
+// the relay when anything expired. A failing zone does not stop the others.
+func (s *Service) SweepExpired(ctx context.Context) error {
+	zones, err := s.store.ListZones(ctx)
+	if err != nil {
+		return fmt.Errorf("sweeping expired edges: listing zones: %w", err)
+	}
+	now := s.now()
+	var errs []error
+	expired := 0
+	for _, z := range zones {
+		edges, epoch, err := s.store.ExpireEdges(ctx, z.ID, now)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("zone %s: %w", z.ID, err))
+			continue
+		}
+		if len(edges) > 0 {
+			expired += len(edges)
+			s.log.Info("delegation edges expired", zap.String("zone", z.ID), zap.Int("edges", len(edges)), zap.Int64("epoch", epoch))
+		}
+	}
+	if expired > 0 {
+		s.notify()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("sweeping expired edges: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// audit records a successful write. The change is already durable when this runs, so
+// a failure is logged rather than turned into an error answer the client would retry.
+func (s *Service) audit(ctx context.Context, c *caller, zoneID, action, subject string, detail any) {
+	var raw json.RawMessage
+	if detail != nil {
+		b, err := json.Marshal(detail)
+		if err != nil {
+			s.log.Error("encoding audit detail", zap.String("action", action), zap.Error(err))
+		}
+		raw = b
+	}
+	e := store.AuditEvent{ZoneID: zoneID, At: s.now(), Actor: c.id, Action: action, Subject: subject, Detail: raw}
+	if err := s.store.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
+		s.log.Error("audit event not recorded", zap.String("zone", zoneID), zap.String("action", action),
+			zap.String("actor", c.id), zap.String("subject", subject), zap.Error(err))
+		return
+	}
+	s.log.Info(action, zap.String("zone", zoneID), zap.String("actor", c.id), zap.String("subject", subject))
+}
+
+// randomID returns prefix and 16 random bytes, base64url.
+func randomID(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// timestamp formats a time for responses (RFC 3339, UTC).
+func timestamp(t time.Time) string {
+	return t.UTC().Format(time.RFC3339Nano)
+}

@@ -1,0 +1,91 @@
+package control
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/caracalgw/caracal/revocation"
+)
+
+// Bounds on stored strings. Identifiers also travel in mandates (8 KiB at most) and
+// stream entries, so they stay short and printable.
+const (
+	maxNameLen       = 200
+	maxIDLen         = 256
+	maxIdentifierLen = 2048
+	maxScopes        = 256
+)
+
+// clientIDPattern keeps client ids safe in Basic credentials, headers and logs.
+var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$`)
+
+// checkName accepts a human-readable name: 1 to maxNameLen bytes, no control characters.
+func checkName(field, v string) *apiError {
+	if v == "" || len(v) > maxNameLen {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes", field, maxNameLen))
+	}
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return badRequest(field + " must not contain control characters")
+	}
+	return nil
+}
+
+// checkID accepts a record id (session, edge, admin token): 1 to maxIDLen bytes of
+// printable ASCII, what the revocation streams accept.
+func checkID(field, v string) *apiError {
+	if v == "" || len(v) > maxIDLen {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes", field, maxIDLen))
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return badRequest(field + " must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// checkReason accepts an optional revocation reason that stream consumers accept as is.
+func checkReason(v string) *apiError {
+	if len(v) > revocation.MaxReasonLen {
+		return badRequest(fmt.Sprintf("reason must be at most %d bytes", revocation.MaxReasonLen))
+	}
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return badRequest("reason must not contain control characters")
+	}
+	return nil
+}
+
+// checkScopeList accepts a non-empty list of distinct RFC 6749 scope tokens.
+func checkScopeList(scopes []string) *apiError {
+	if len(scopes) == 0 {
+		return badRequest("scopes must list at least one scope")
+	}
+	if len(scopes) > maxScopes {
+		return badRequest(fmt.Sprintf("scopes must list at most %d scopes", maxScopes))
+	}
+	for i, sc := range scopes {
+		if !validScopeToken(sc) {
+			return badRequest(fmt.Sprintf("scope %.64q is not a valid scope token", sc))
+		}
+		if slices.Contains(scopes[:i], sc) {
+			return badRequest(fmt.Sprintf("scope %q is listed twice", sc))
+		}
+	}
+	return nil
+}
+
+// validScopeToken: 1*( %x21 / %x23-5B / %x5D-7E ) per RFC 6749 section 3.3.
+func validScopeToken(s string) bool {
+	if s == "" || len(s) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
