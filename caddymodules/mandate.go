@@ -55,8 +55,8 @@ type Handler struct {
 	// RejectStaleEpoch refuses delegated mandates issued before the zone's latest
 	// delegation graph change.
 	RejectStaleEpoch bool `json:"reject_stale_epoch,omitempty"`
-	// EndOnExpiry ends a response that is still streaming when its mandate expires
-	// (default true).
+	// EndOnExpiry ends a response that is still streaming when its mandate expires,
+	// that is when it would no longer verify: exp plus the leeway (default true).
 	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
 	// mandate of this route's resource (see SPEC.md section 7).
@@ -67,8 +67,11 @@ type Handler struct {
 	exchanger *exchanger
 	forward   bool
 	endOnExp  bool
-	logger    *zap.Logger
-	metrics   *metrics
+	// leeway is the effective clock leeway of the verifier: a response ends when its
+	// mandate stops verifying, at exp plus this, not at exp itself.
+	leeway  time.Duration
+	logger  *zap.Logger
+	metrics *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -96,6 +99,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.forward = h.ForwardMandate == nil || *h.ForwardMandate
 	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
+	h.leeway = effectiveLeeway(time.Duration(h.Leeway))
 
 	var err error
 	if h.pipeline, err = caddyrev.Open(ctx, h.Revocation, h.logger); err != nil {
@@ -132,6 +136,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
 	return nil
+}
+
+// effectiveLeeway is the leeway mandate.Verifier applies for a configured one: the
+// default when zero, none when negative.
+func effectiveLeeway(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return mandate.DefaultLeeway
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // localSTS returns the STS of this configuration, if the caracal_sts app is configured.
@@ -173,11 +189,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			delete(r.Header, name)
 		}
 	}
-	r.Header.Set("X-Caracal-Sub", claims.Subject)
-	r.Header.Set("X-Caracal-Client-Id", claims.ClientID)
-	r.Header.Set("X-Caracal-Zone", claims.ZoneID)
-	r.Header.Set("X-Caracal-Scope", claims.Scope)
-	r.Header.Set("X-Caracal-Sid", claims.SID)
+	// Canonical keys, assigned directly: Header.Set would canonicalise them per request.
+	r.Header["X-Caracal-Sub"] = []string{claims.Subject}
+	r.Header["X-Caracal-Client-Id"] = []string{claims.ClientID}
+	r.Header["X-Caracal-Zone"] = []string{claims.ZoneID}
+	r.Header["X-Caracal-Scope"] = []string{claims.Scope}
+	r.Header["X-Caracal-Sid"] = []string{claims.SID}
 	if !h.forward {
 		r.Header.Del("Authorization")
 	} else if h.exchanger != nil {
@@ -197,14 +214,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	defer cancel()
 	g := &guard{
 		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
-		every:                 h.CheckBytes,
-		since:                 h.CheckBytes, // the first byte is checked too
+		every:                 int64(h.CheckBytes),
 		check:                 func() bool { return h.verifier.Revoked(claims) },
 		cancel:                cancel,
 	}
 	g.self.g = g
 	if h.endOnExp {
-		g.expires = claims.Expiry
+		// The verifier accepts the mandate until exp plus the leeway; ending the response
+		// earlier would cut, at its first byte, a response the request was admitted for.
+		g.expires = time.Unix(claims.Expiry, 0).Add(h.leeway).UnixNano()
 	}
 	var release func()
 	var timer *time.Timer
@@ -219,7 +237,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}()
 		if g.expires != 0 {
-			timer = time.AfterFunc(time.Until(time.Unix(g.expires, 0)), g.abort)
+			timer = time.AfterFunc(time.Until(time.Unix(0, g.expires)), g.abort)
 		}
 	}
 	defer func() {

@@ -26,9 +26,10 @@ var errStreamRevoked = errors.New("mandate revoked or expired during the respons
 type guard struct {
 	*caddyhttp.ResponseWriterWrapper
 
-	every   int
-	since   int
-	expires int64 // unix seconds; 0 when expiry does not end the response
+	every   int64 // check_bytes
+	written int64 // body bytes passed on so far
+	next    int64 // offset of the next boundary not yet covered by a check
+	expires int64 // unix nanoseconds; 0 when expiry does not end the response
 	check   func() bool
 	arm     func() // starts watching for revocation (streams and upgrades); once
 	armed   bool
@@ -67,7 +68,7 @@ func (g *guard) stop() bool {
 	if g.aborted.Load() {
 		return true
 	}
-	if g.check() || (g.expires != 0 && time.Now().Unix() >= g.expires) {
+	if g.check() || (g.expires != 0 && time.Now().UnixNano() >= g.expires) {
 		g.abort()
 		return true
 	}
@@ -96,12 +97,12 @@ func (g *guard) boundedBody() bool {
 	n := 0
 	for i := 0; i < len(cl); i++ {
 		c := cl[i]
-		if c < '0' || c > '9' || n > g.every {
+		if c < '0' || c > '9' || int64(n) > g.every {
 			return false
 		}
 		n = n*10 + int(c-'0')
 	}
-	return n <= g.every
+	return int64(n) <= g.every
 }
 
 func (g *guard) startWatch() {
@@ -111,32 +112,30 @@ func (g *guard) startWatch() {
 	}
 }
 
-// Write passes p through in pieces that end at checkBytes boundaries, checking the
-// mandate before each boundary is crossed.
+// Write checks the mandate before passing on a write that reaches a check_bytes boundary
+// not yet covered (the first byte is offset 0, so the first write is checked too). One
+// check covers every boundary the write crosses: they are all crossed by this one write,
+// at the same moment. The write itself is passed on whole; cutting it at every boundary
+// would turn each 4 KiB into a TLS record and a syscall of its own, for no earlier
+// decision. A write still blocked on a slow client when a revocation arrives is followed
+// by no other: the watch on streaming responses aborts at once.
 func (g *guard) Write(p []byte) (int, error) {
 	if !g.header {
 		g.WriteHeader(http.StatusOK)
 	}
-	written := 0
-	for len(p) > 0 {
-		if g.since >= g.every {
-			if g.stop() {
-				return written, errStreamRevoked
-			}
-			g.since = 0
-		} else if g.aborted.Load() {
-			return written, errStreamRevoked
-		}
-		n := min(len(p), g.every-g.since)
-		m, err := g.ResponseWriter.Write(p[:n])
-		written += m
-		g.since += m
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
+	if g.aborted.Load() {
+		return 0, errStreamRevoked
 	}
-	return written, nil
+	end := g.written + int64(len(p))
+	if end > g.next {
+		if g.stop() {
+			return 0, errStreamRevoked
+		}
+		g.next = ((end-1)/g.every + 1) * g.every
+	}
+	n, err := g.ResponseWriter.Write(p)
+	g.written += int64(n)
+	return n, err
 }
 
 // ReadFrom copies through Write so that the boundary checks apply; the promoted

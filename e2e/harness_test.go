@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 
 // freePort reserves a loopback TCP port; the small race until Caddy binds it is accepted
 // in exchange for not hard-coding ports that parallel test packages might share.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -59,7 +59,7 @@ func freePort(t *testing.T) int {
 
 // instance is one running caracal process.
 type instance struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	port   int
 	admin  int
@@ -69,8 +69,8 @@ type instance struct {
 }
 
 // start runs caracal with the Caddyfile produced by caddyfile(port, adminPort); it
-// waits until the HTTPS port answers and builds a client trusting the instance's own CA.
-func start(t *testing.T, caddyfile func(port, admin int) string, env ...string) *instance {
+// waits until its site answers TLS and builds a client trusting the instance's own CA.
+func start(t testing.TB, caddyfile func(port, admin int) string, env ...string) *instance {
 	t.Helper()
 	in := &instance{t: t, port: freePort(t), admin: freePort(t), dir: t.TempDir(), logs: new(bytes.Buffer)}
 	cfg := filepath.Join(in.dir, "Caddyfile")
@@ -88,16 +88,19 @@ func start(t *testing.T, caddyfile func(port, admin int) string, env ...string) 
 	t.Cleanup(in.stop)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// Ready means a TLS handshake with the site certificate succeeds: the port opens
+		// before the internal CA has issued it.
 		root, err := os.ReadFile(filepath.Join(in.dir, "data", "caddy", "pki", "authorities", "local", "root.crt"))
 		if err == nil {
-			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", in.port), time.Second); err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(root)
+			cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+			if c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", in.port), cfg); err == nil {
 				c.Close()
-				pool := x509.NewCertPool()
-				pool.AppendCertsFromPEM(root)
 				in.client = &http.Client{
 					Timeout: 30 * time.Second,
 					Transport: &http.Transport{
-						TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "localhost"},
+						TLSClientConfig:   cfg,
 						ForceAttemptHTTP2: true,
 						DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 							var d net.Dialer
@@ -139,7 +142,7 @@ func (in *instance) url(path string) string {
 	return fmt.Sprintf("https://localhost:%d%s", in.port, path)
 }
 
-func (in *instance) do(t *testing.T, req *http.Request) (*http.Response, []byte) {
+func (in *instance) do(t testing.TB, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -155,7 +158,7 @@ func (in *instance) do(t *testing.T, req *http.Request) (*http.Response, []byte)
 	return resp, body
 }
 
-func (in *instance) postForm(t *testing.T, path, form string, basic ...string) (*http.Response, []byte) {
+func (in *instance) postForm(t testing.TB, path, form string, basic ...string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, in.url(path), strings.NewReader(form))
 	if err != nil {

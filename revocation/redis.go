@@ -360,6 +360,9 @@ func (c *RedisRevocationConsumer) sync(ctx context.Context) error {
 		c.rebuilds.Add(1)
 	}
 	c.lag.Store(0)
+	// Only now is the state current: a consumer catching up after an outage must not
+	// look fresh while the entries it missed are still being applied.
+	c.contact()
 	return nil
 }
 
@@ -373,7 +376,6 @@ func (c *RedisRevocationConsumer) readRange(ctx context.Context, sp *streamPos, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c.contact()
 		for _, m := range msgs {
 			if err := c.applyMessage(sp, m); err != nil {
 				return err
@@ -433,7 +435,6 @@ func (c *RedisRevocationConsumer) info(ctx context.Context) ([]streamInfo, error
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	c.contact()
 	return out, nil
 }
 

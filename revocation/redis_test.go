@@ -318,6 +318,8 @@ func TestRedisConsumerRebuildsAfterAStreamReset(t *testing.T) {
 	f.addAt(t, strconv.FormatInt(time.Now().Add(-10*time.Minute).UnixMilli(), 10)+"-0", sessionEvent("z", "after-reset"))
 
 	waitFor(t, "the entry below the old position", revokedIn(st, "z", "after-reset"))
+	// The counters are updated when the rebuild completes, just after the entries apply.
+	waitFor(t, "one gap and a second rebuild", func() bool { s := c.Stats(); return s.Gaps == 1 && s.Rebuilds == 2 })
 	if s := c.Stats(); s.Gaps != 1 || s.Rebuilds != 2 {
 		t.Fatalf("stats %+v", s)
 	}

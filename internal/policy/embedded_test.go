@@ -69,8 +69,9 @@ func TestEmbeddedAllowsWithTheDefaultBundle(t *testing.T) {
 		if !d.Allow || !d.HasScopes || strings.Join(d.Scopes, " ") != "invoices:read" {
 			t.Fatalf("decision = %+v, want allow narrowed to invoices:read", d)
 		}
-		if d.Reason != "" || len(d.Reasons) != 1 {
-			t.Fatalf("decision = %+v, want no deny reason and one policy reason", d)
+		// The default bundle's allow path builds no strings: it is evaluated on every exchange.
+		if d.Reason != "" || len(d.Reasons) != 0 {
+			t.Fatalf("decision = %+v, want neither a deny reason nor policy reasons", d)
 		}
 	})
 	t.Run("a delegatee is judged by the root client's grants", func(t *testing.T) {

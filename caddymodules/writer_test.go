@@ -1,0 +1,410 @@
+package caddymodules
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/caracalgw/caracal/revocation"
+	"github.com/caracalgw/caracal/verify"
+)
+
+const testEvery = 512
+
+// payload is n bytes that differ from one position to the next, so a reordered or
+// duplicated piece would not go unnoticed.
+func payload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i % 251)
+	}
+	return p
+}
+
+// wantChecksAt lists where checks belong for the writes the inner writer received
+// (the guard passes writes on whole): at the start of every write that holds the byte
+// at a check_bytes boundary (offset 0 included), and nowhere else.
+func wantChecksAt(writes []int, every int) []int {
+	var at []int
+	off := 0
+	for _, n := range writes {
+		if n > 0 && (off%every == 0 || off/every != (off+n-1)/every) {
+			at = append(at, off)
+		}
+		off += n
+	}
+	return at
+}
+
+// assertWhole checks what reached rec: the whole body, unaltered.
+func assertWhole(t *testing.T, rec *recorder, body []byte) {
+	t.Helper()
+	if !bytes.Equal(rec.body, body) {
+		t.Fatalf("the body arrived altered: %d bytes of %d", len(rec.body), len(body))
+	}
+}
+
+// writePatterns split a body into the writes a handler might make.
+var writePatterns = []struct {
+	name  string
+	total int
+	sizes func(total int) []int
+}{
+	{"one write spanning many boundaries", 5*testEvery + 100, func(n int) []int { return []int{n} }},
+	{"one-byte writes", 3*testEvery + 1, func(n int) []int { return repeat(1, n) }},
+	{"writes of an odd size", 3000, func(n int) []int { return repeat(333, n) }},
+	{"writes of exactly the interval", 4 * testEvery, func(n int) []int { return repeat(testEvery, n) }},
+	{"writes one byte over the interval", 3 * (testEvery + 1), func(n int) []int { return repeat(testEvery+1, n) }},
+	{"empty writes in between", 2*testEvery + 7, func(n int) []int { return []int{0, testEvery - 1, 0, 1, 0, n - testEvery} }},
+}
+
+// repeat splits total into pieces of size (the last one shorter).
+func repeat(size, total int) []int {
+	var out []int
+	for total > 0 {
+		n := min(size, total)
+		out = append(out, n)
+		total -= n
+	}
+	return out
+}
+
+func TestGuardWriteChecksAtEveryBoundary(t *testing.T) {
+	for _, pat := range writePatterns {
+		t.Run(pat.name, func(t *testing.T) {
+			rec := newRecorder(true)
+			p := newProbe(rec, testEvery, never)
+			body := payload(pat.total)
+			rest := body
+			for _, n := range pat.sizes(pat.total) {
+				m, err := p.g.Write(rest[:n])
+				if err != nil || m != n {
+					t.Fatalf("Write(%d bytes) = %d, %v", n, m, err)
+				}
+				rest = rest[n:]
+			}
+			checksAt, _, _ := p.state()
+			var nonEmpty []int
+			for _, n := range pat.sizes(pat.total) {
+				if n > 0 {
+					nonEmpty = append(nonEmpty, n)
+				}
+			}
+			var received []int
+			for _, n := range rec.writes {
+				if n > 0 {
+					received = append(received, n)
+				}
+			}
+			if !slices.Equal(received, nonEmpty) {
+				t.Fatalf("the inner writer got writes of %v, want them passed on whole: %v", received, nonEmpty)
+			}
+			if want := wantChecksAt(received, testEvery); !slices.Equal(checksAt, want) {
+				t.Fatalf("checked at %v, want %v", checksAt, want)
+			}
+			assertWhole(t, rec, body)
+		})
+	}
+}
+
+// onlyReader hides every method of the reader but Read (bytes.Reader's WriteTo, for
+// one), so that io.Copy has to call ReadFrom.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func TestGuardReadFromChecksAtEveryBoundary(t *testing.T) {
+	readers := map[string]func([]byte) io.Reader{
+		"a plain reader":            func(b []byte) io.Reader { return onlyReader{bytes.NewReader(b)} },
+		"a reader of one byte":      func(b []byte) io.Reader { return iotest.OneByteReader(bytes.NewReader(b)) },
+		"a reader of half requests": func(b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+		"a reader with WriteTo":     func(b []byte) io.Reader { return bytes.NewReader(b) },
+	}
+	for name, reader := range readers {
+		for _, total := range []int{1, testEvery, 7*testEvery + 3, 100 << 10} {
+			t.Run(fmt.Sprintf("%s of %d bytes", name, total), func(t *testing.T) {
+				rec := newRecorder(true)
+				p := newProbe(rec, testEvery, never)
+				body := payload(total)
+				n, err := io.Copy(p.g, reader(body))
+				if err != nil || n != int64(total) {
+					t.Fatalf("io.Copy = %d, %v", n, err)
+				}
+				if rec.readFrom != 0 {
+					t.Fatal("the guard handed the copy to the inner ReadFrom, bypassing its checks")
+				}
+				checksAt, _, _ := p.state()
+				if want := wantChecksAt(rec.writes, testEvery); len(want) == 0 || !slices.Equal(checksAt, want) {
+					t.Fatalf("checked at %v, want %v", checksAt, want)
+				}
+				assertWhole(t, rec, body)
+			})
+		}
+	}
+}
+
+// TestGuardReadFromAFileStillChecks uses the reader for which net/http's own ReadFrom
+// would switch to sendfile and never come back to Write.
+func TestGuardReadFromAFileStillChecks(t *testing.T) {
+	total := 10*testEvery + 1
+	path := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(path, payload(total), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rec := newRecorder(true)
+	p := newProbe(rec, testEvery, never)
+	if n, err := p.g.ReadFrom(f); err != nil || n != int64(total) {
+		t.Fatalf("ReadFrom = %d, %v", n, err)
+	}
+	checksAt, _, _ := p.state()
+	if want := wantChecksAt(rec.writes, testEvery); rec.readFrom != 0 || len(want) == 0 || !slices.Equal(checksAt, want) {
+		t.Fatalf("checked at %v (inner ReadFrom calls %d), want %v", checksAt, rec.readFrom, want)
+	}
+	assertWhole(t, rec, payload(total))
+}
+
+func TestGuardRevocationBetweenBoundariesStopsBeforeTheNext(t *testing.T) {
+	for _, via := range []string{"Write", "ReadFrom"} {
+		t.Run("through "+via, func(t *testing.T) {
+			var revoked atomic.Bool
+			rec := newRecorder(true)
+			p := newProbe(rec, testEvery, revoked.Load)
+			write := func(b []byte) (int, error) {
+				if via == "Write" {
+					return p.g.Write(b)
+				}
+				n, err := p.g.ReadFrom(onlyReader{bytes.NewReader(b)})
+				return int(n), err
+			}
+			if n, err := write(payload(testEvery + 188)); err != nil || n != testEvery+188 {
+				t.Fatalf("write before the revocation = %d, %v", n, err)
+			}
+			// A write that stays short of the next boundary (at 2*testEvery) needs no check.
+			if n, err := write(payload(testEvery - 200)); err != nil || n != testEvery-200 {
+				t.Fatalf("write short of the boundary = %d, %v", n, err)
+			}
+			revoked.Store(true)
+			// The next write would cross the boundary: it is checked first, and refused
+			// whole.
+			n, err := write(payload(400))
+			if !errors.Is(err, errStreamRevoked) || n != 0 {
+				t.Fatalf("write across the boundary = %d, %v; want 0, errStreamRevoked", n, err)
+			}
+			if rec.n != 2*testEvery-12 {
+				t.Fatalf("%d bytes reached the client, want exactly %d", rec.n, 2*testEvery-12)
+			}
+			checksAt, _, cancelled := p.state()
+			if !slices.Equal(checksAt, []int{0, 2*testEvery - 12}) || !cancelled {
+				t.Fatalf("checked at %v, request context cancelled %v", checksAt, cancelled)
+			}
+			// From now on nothing gets through, and nothing is checked again.
+			if n, err := write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+				t.Fatalf("write after the abort = %d, %v", n, err)
+			}
+			if checksAfter, _, _ := p.state(); len(checksAfter) != 2 || rec.n != 2*testEvery-12 {
+				t.Fatalf("after the abort: %d checks, %d bytes", len(checksAfter), rec.n)
+			}
+		})
+	}
+}
+
+func TestGuardAbortedFromAnotherGoroutineRefusesEverything(t *testing.T) {
+	rec := newRecorder(true)
+	p := newProbe(rec, testEvery, never)
+	if _, err := p.g.Write(payload(10)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.g.abort()
+		p.g.abort() // twice is harmless
+	}()
+	<-done
+	// Between boundaries: the abort is still seen at once.
+	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if err := p.g.FlushError(); !errors.Is(err, errStreamRevoked) {
+		t.Fatalf("FlushError = %v", err)
+	}
+	if _, _, err := p.g.Hijack(); !errors.Is(err, errStreamRevoked) {
+		t.Fatalf("Hijack = %v", err)
+	}
+	if _, _, cancelled := p.state(); !cancelled || rec.n != 10 || rec.flushes != 0 {
+		t.Fatalf("cancelled %v, %d bytes, %d flushes", cancelled, rec.n, rec.flushes)
+	}
+}
+
+func TestGuardFlushGoesThroughAndArmsTheWatch(t *testing.T) {
+	rec := newRecorder(false)
+	p := newProbe(rec, testEvery, never)
+	if err := http.NewResponseController(p.g).Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.g.FlushError(); err != nil {
+		t.Fatal(err)
+	}
+	if _, arms, _ := p.state(); arms != 1 || rec.flushes != 2 || rec.status != http.StatusOK {
+		t.Fatalf("arms %d, flushes %d, status %d; want 1, 2, 200", arms, rec.flushes, rec.status)
+	}
+}
+
+func TestGuardWatchesStreamsOnly(t *testing.T) {
+	cases := []struct {
+		name          string
+		status        int
+		contentLength string
+		watch         bool
+	}{
+		{"a small body", http.StatusOK, "100", false},
+		{"a body of exactly the interval", http.StatusOK, fmt.Sprint(testEvery), false},
+		{"a body one byte over the interval", http.StatusOK, fmt.Sprint(testEvery + 1), true},
+		{"a body of unknown length", http.StatusOK, "", true},
+		{"an unreadable length", http.StatusOK, "12a", true},
+		{"a huge length", http.StatusOK, "99999999999999999999999999", true},
+		{"a protocol switch", http.StatusSwitchingProtocols, "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec := newRecorder(false)
+			p := newProbe(rec, testEvery, never)
+			if c.contentLength != "" {
+				p.g.Header().Set("Content-Length", c.contentLength)
+			}
+			p.g.WriteHeader(c.status)
+			p.g.WriteHeader(http.StatusTeapot) // a second call changes nothing here
+			if _, arms, _ := p.state(); (arms == 1) != c.watch || arms > 1 || rec.status != c.status {
+				t.Fatalf("arms %d, status %d", arms, rec.status)
+			}
+		})
+	}
+}
+
+func TestGuardHijackHandsOverAndClosesOnAbort(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	rec := newRecorder(false)
+	rec.conn = server
+	p := newProbe(rec, testEvery, never)
+	p.g.WriteHeader(http.StatusSwitchingProtocols)
+	conn, _, err := http.NewResponseController(p.g).Hijack()
+	if err != nil || conn != server {
+		t.Fatalf("Hijack = %v, %v", conn, err)
+	}
+	if _, arms, _ := p.state(); arms != 1 {
+		t.Fatalf("arms %d, want 1", arms)
+	}
+	go p.g.abort()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the client side read %v, want io.EOF from the closed connection", err)
+	}
+	if _, _, cancelled := p.state(); !cancelled {
+		t.Fatal("the request context was not cancelled")
+	}
+}
+
+func TestGuardHijackOfARevokedMandateFails(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	rec := newRecorder(false)
+	rec.conn = server
+	p := newProbe(rec, testEvery, func() bool { return true })
+	if conn, _, err := p.g.Hijack(); conn != nil || !errors.Is(err, errStreamRevoked) {
+		t.Fatalf("Hijack = %v, %v", conn, err)
+	}
+}
+
+func TestGuardUnwrapReachesTheInnerWriter(t *testing.T) {
+	rec := newRecorder(false)
+	p := newProbe(rec, testEvery, never)
+	if p.g.Unwrap() != http.ResponseWriter(rec) {
+		t.Fatal("Unwrap does not return the inner writer")
+	}
+	// The guard has no SetWriteDeadline: the controller must find the inner one.
+	deadline := time.Now().Add(time.Minute)
+	if err := http.NewResponseController(p.g).SetWriteDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.deadline.Equal(deadline) {
+		t.Fatal("the write deadline did not reach the inner writer")
+	}
+}
+
+// revocationCheck is the check ServeHTTP installs: the verifier's revocation lookup
+// of every anchor of the mandate, on a set holding many other revocations.
+func revocationCheck(tb testing.TB) func() bool {
+	tb.Helper()
+	f := newFixture(tb)
+	st := revocation.NewStore(nil)
+	for i := range 10_000 {
+		st.Add(f.revocationEvent(fmt.Sprintf("other-%d", i)))
+	}
+	v, err := verify.New(verify.Options{Issuer: f.issuer, Resource: testResource, Keys: f.keys, Revocations: st})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := f.claims(tb)
+	c.RootSID, c.DelegationEdgeID, c.DelegationPath = "root-1", "edge-2", []string{"edge-1", "edge-2"}
+	if v.Revoked(c) {
+		tb.Fatal("the mandate is revoked before the test")
+	}
+	return func() bool { return v.Revoked(c) }
+}
+
+func TestGuardWriteDoesNotAllocate(t *testing.T) {
+	check := revocationCheck(t)
+	chunk := payload(testEvery)
+	t.Run("between boundaries", func(t *testing.T) {
+		rec := newRecorder(false)
+		p := newProbe(rec, 1<<20, check)
+		p.g.check = check
+		one := chunk[:1]
+		if allocs := testing.AllocsPerRun(1000, func() { _, _ = p.g.Write(one) }); allocs != 0 {
+			t.Fatalf("%.1f allocations per write", allocs)
+		}
+	})
+	t.Run("at a boundary", func(t *testing.T) {
+		rec := newRecorder(false)
+		p := newProbe(rec, testEvery, check)
+		p.g.check = check
+		p.g.expires = time.Now().Add(time.Hour).UnixNano()
+		before := rec.n
+		allocs := testing.AllocsPerRun(1000, func() { _, _ = p.g.Write(chunk) })
+		if allocs != 0 {
+			t.Fatalf("%.1f allocations per write", allocs)
+		}
+		if rec.n-before != 1001*testEvery {
+			t.Fatalf("%d bytes written, want every write to go through", rec.n-before)
+		}
+	})
+}
+
+func TestGuardEndsAtExpiry(t *testing.T) {
+	rec := newRecorder(false)
+	p := newProbe(rec, testEvery, never)
+	p.g.expires = time.Now().Add(-time.Nanosecond).UnixNano()
+	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+		t.Fatalf("Write after expiry = %d, %v", n, err)
+	}
+	if _, _, cancelled := p.state(); !cancelled {
+		t.Fatal("the request context was not cancelled")
+	}
+}
