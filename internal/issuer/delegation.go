@@ -69,7 +69,7 @@ func denyDelegation(description string) *oauthError {
 // edge to the root: every rule of SPEC.md section 4 at exchange time. subject is the
 // presenting session, which must be the leaf's target.
 func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, subject store.Session, resource string, now time.Time) (*delegation, *oauthError) {
-	path, err := s.store.EdgePath(ctx, zoneID, edgeID)
+	path, err := s.edgePath(ctx, zoneID, edgeID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, denyDelegation("unknown delegation edge")
@@ -82,7 +82,7 @@ func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, 
 		ids = append(ids, e.SourceSessionID)
 	}
 	ids = append(ids, path[len(path)-1].TargetSessionID)
-	sessions, err := s.store.Sessions(ctx, zoneID, ids)
+	sessions, err := s.pathSessions(ctx, zoneID, ids)
 	if err != nil {
 		s.log.Warn("delegation session lookup failed", zap.String("zone", zoneID), zap.Error(err))
 		return nil, unavailable("delegation state could not be read")

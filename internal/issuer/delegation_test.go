@@ -23,13 +23,44 @@ type graphEnv struct {
 	*env
 	sessions []string // sid per client index
 	tokens   []string // session mandate per client index
+	// revocations is the STS's revocation set when it reads state through the pipeline
+	// (nil when it reads storage on every exchange); sync feeds it as the relay would.
+	revocations *revocation.Store
+}
+
+// sync delivers the revocations written to the outbox so far to the STS's revocation
+// set, as the outbox relay and the transport do.
+func (g *graphEnv) sync(t *testing.T) {
+	t.Helper()
+	if g.revocations == nil {
+		return
+	}
+	pending, err := g.store.PendingOutbox(context.Background(), 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range pending {
+		if row.Stream == store.StreamSessionsRevoke {
+			ev, err := revocation.ParseEvent(row.Fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.revocations.Add(ev)
+		}
+	}
 }
 
 var scopeUniverse = []string{"read", "write", "admin"}
 
-func newGraphEnv(t *testing.T, st store.Store) *graphEnv {
+func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	t.Helper()
-	e := newEnv(t, st)
+	var rs *revocation.Store
+	e := newEnv(t, st, func(o *Options) {
+		if cached {
+			rs = revocation.NewStore(o.Now)
+			o.Revocations = rs
+		}
+	})
 	ctx := context.Background()
 	var grants []string
 	for i := range 8 {
@@ -46,7 +77,7 @@ func newGraphEnv(t *testing.T, st store.Store) *graphEnv {
 		t.Fatal(err)
 	}
 	e.svc.Invalidate("demo")
-	g := &graphEnv{env: e}
+	g := &graphEnv{env: e, revocations: rs}
 	for i := range 8 {
 		tok := e.session("demo", fmt.Sprintf("c%d", i))
 		g.tokens = append(g.tokens, tok)
@@ -108,10 +139,16 @@ func (g *graphEnv) clientOf(sid string) string {
 // edge or session on its path is revoked.
 func TestRandomDelegationGraphs(t *testing.T) {
 	eachStore(t, func(t *testing.T, open func() store.Store) {
-		for seed := range uint64(12) {
-			t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
-				randomGraphRound(t, newGraphEnv(t, open()), rand.New(rand.NewPCG(seed, 0xcaca1)))
-			})
+		for _, cached := range []bool{false, true} {
+			for seed := range uint64(12) {
+				name := fmt.Sprintf("seed %d reading storage", seed)
+				if cached {
+					name = fmt.Sprintf("seed %d through the revocation set", seed)
+				}
+				t.Run(name, func(t *testing.T) {
+					randomGraphRound(t, newGraphEnv(t, open(), cached), rand.New(rand.NewPCG(seed, 0xcaca1)))
+				})
+			}
 		}
 	})
 }
@@ -174,6 +211,7 @@ func randomGraphRound(t *testing.T, g *graphEnv, rng *rand.Rand) {
 		}
 	}
 	g.svc.Invalidate("demo")
+	g.sync(t)
 
 	type issued struct {
 		token string
@@ -286,6 +324,7 @@ func randomGraphRound(t *testing.T, g *graphEnv, rng *rand.Rand) {
 			t.Fatal(err)
 		}
 	}
+	g.sync(t)
 	pending, err := g.store.PendingOutbox(ctx, 10_000)
 	if err != nil {
 		t.Fatal(err)

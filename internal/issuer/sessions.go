@@ -2,6 +2,8 @@ package issuer
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,8 +11,13 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// maxCachedSessions bounds the per-process session cache.
+// maxCachedSessions bounds the per-process session cache (and, separately, the edge
+// cache).
 const maxCachedSessions = 100_000
+
+// maxPathEdges bounds a cached path walk: max_hops is at most 10, so a longer chain of
+// parents is not a usable path and is left to storage to answer.
+const maxPathEdges = 10
 
 // sessionCache keeps active sessions read from storage. A session row only ever changes
 // by being revoked, and every revocation reaches this process through the revocation
@@ -27,6 +34,15 @@ type sessionCache struct {
 
 	mu      sync.RWMutex
 	entries map[sessionKey]cachedSession
+	edges   map[sessionKey]cachedEdge
+}
+
+// cachedEdge is a delegation edge as read from storage. Like a session, an edge only
+// changes by being revoked (published on the same stream) or by expiring (its ExpiresAt
+// is known), so the same reasoning applies.
+type cachedEdge struct {
+	edge    store.Edge
+	fetched time.Time
 }
 
 type cachedSession struct {
@@ -40,7 +56,8 @@ func newSessionCache(revoked *revocation.Store, source revocation.Source, stalen
 	if revoked == nil {
 		return nil
 	}
-	return &sessionCache{revoked: revoked, source: source, staleness: staleness, ttl: ttl, entries: make(map[sessionKey]cachedSession)}
+	return &sessionCache{revoked: revoked, source: source, staleness: staleness, ttl: ttl,
+		entries: make(map[sessionKey]cachedSession), edges: make(map[sessionKey]cachedEdge)}
 }
 
 // fresh reports whether the revocation set can be trusted now.
@@ -70,6 +87,13 @@ func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Sessio
 		return sess, err
 	}
 	c.mu.Lock()
+	c.putLocked(zoneID, sess, now)
+	c.mu.Unlock()
+	return sess, nil
+}
+
+// putLocked caches an active session, keeping the cache bounded.
+func (c *sessionCache) putLocked(zoneID string, sess store.Session, now time.Time) {
 	if len(c.entries) >= maxCachedSessions {
 		for k, old := range c.entries {
 			if now.Sub(old.fetched) >= c.ttl {
@@ -80,9 +104,97 @@ func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Sessio
 			clear(c.entries)
 		}
 	}
-	c.entries[sessionKey{zoneID, sid}] = cachedSession{sess: sess, fetched: now}
+	c.entries[sessionKey{zoneID, sess.ID}] = cachedSession{sess: sess, fetched: now}
+}
+
+// pathSessions returns the zone's sessions among ids (absent ones missing), from the
+// cache where it can and from storage in one query for the rest.
+func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string) (map[string]store.Session, error) {
+	c := s.sessions
+	now := s.now()
+	out := make(map[string]store.Session, len(ids))
+	missing := ids
+	if c.fresh(now) {
+		missing = nil
+		c.mu.RLock()
+		for _, id := range ids {
+			e, ok := c.entries[sessionKey{zoneID, id}]
+			if !ok || now.Sub(e.fetched) >= c.ttl {
+				missing = append(missing, id)
+				continue
+			}
+			sess := e.sess
+			if _, hit := c.revoked.Revoked(zoneID, id); hit {
+				sess.Status = store.StatusRevoked
+			}
+			out[id] = sess
+		}
+		c.mu.RUnlock()
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	found, err := s.store.Sessions(ctx, zoneID, missing)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		c.mu.Lock()
+		for _, sess := range found {
+			if sess.Status == store.StatusActive {
+				c.putLocked(zoneID, sess, now)
+			}
+		}
+		c.mu.Unlock()
+	}
+	maps.Copy(out, found)
+	return out, nil
+}
+
+// edgePath returns the delegation path from the root to edgeID: from the cache while the
+// revocation feed is fresh (edges found revoked in the set are marked so), else, or on a
+// miss, from storage in one query.
+func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) ([]store.Edge, error) {
+	c := s.sessions
+	now := s.now()
+	if c.fresh(now) {
+		var path []store.Edge
+		c.mu.RLock()
+		for id := edgeID; id != "" && len(path) <= maxPathEdges; {
+			e, ok := c.edges[sessionKey{zoneID, id}]
+			if !ok || now.Sub(e.fetched) >= c.ttl {
+				path = nil
+				break
+			}
+			path = append(path, e.edge)
+			id = e.edge.ParentEdgeID
+		}
+		c.mu.RUnlock()
+		if len(path) > 0 && path[len(path)-1].ParentEdgeID == "" {
+			slices.Reverse(path)
+			for i := range path {
+				if _, hit := c.revoked.Revoked(zoneID, path[i].ID); hit {
+					path[i].Status = store.StatusRevoked
+				}
+			}
+			return path, nil
+		}
+	}
+	path, err := s.store.EdgePath(ctx, zoneID, edgeID)
+	if err != nil || c == nil {
+		return path, err
+	}
+	c.mu.Lock()
+	if len(c.edges) >= maxCachedSessions {
+		clear(c.edges)
+	}
+	for _, e := range path {
+		if e.Status == store.StatusActive {
+			c.edges[sessionKey{zoneID, e.ID}] = cachedEdge{edge: e, fetched: now}
+		}
+	}
 	c.mu.Unlock()
-	return sess, nil
+	return path, nil
 }
 
 // recordRevocation puts a revocation made by this process into the local revocation set

@@ -26,7 +26,7 @@ type Store struct {
 	// One mutex for everything: it serialises writers in a zone (the property the
 	// PostgreSQL store gets from locking the zone row) and keeps the code obviously
 	// correct. A single process does not need finer locking.
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	closed bool
 
 	zones  map[string]*zoneState
@@ -64,6 +64,16 @@ func (s *Store) lock() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		return fmt.Errorf("memory store closed: %w", store.ErrUnavailable)
+	}
+	return nil
+}
+
+// rlock is lock for methods that only read.
+func (s *Store) rlock() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
 		return fmt.Errorf("memory store closed: %w", store.ErrUnavailable)
 	}
 	return nil
@@ -107,10 +117,10 @@ func (s *Store) CreateZone(_ context.Context, z store.Zone, key store.SigningKey
 
 // GetZone returns a zone.
 func (s *Store) GetZone(_ context.Context, zoneID string) (store.Zone, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.Zone{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.Zone{}, err
@@ -120,10 +130,10 @@ func (s *Store) GetZone(_ context.Context, zoneID string) (store.Zone, error) {
 
 // ListZones returns every zone ordered by id.
 func (s *Store) ListZones(_ context.Context) ([]store.Zone, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	out := make([]store.Zone, 0, len(s.zones))
 	for _, z := range s.zones {
 		out = append(out, z.zone)
@@ -172,10 +182,10 @@ func (s *Store) PutApplication(_ context.Context, a store.Application) error {
 
 // GetApplication returns an application of the zone.
 func (s *Store) GetApplication(_ context.Context, zoneID, clientID string) (store.Application, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.Application{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.Application{}, err
@@ -237,10 +247,10 @@ func (z *zoneState) insertResource(r store.Resource) error {
 
 // GetResource returns the zone's resource with the given identifier.
 func (s *Store) GetResource(_ context.Context, zoneID, identifier string) (store.Resource, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.Resource{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.Resource{}, err
@@ -256,10 +266,10 @@ func (s *Store) GetResource(_ context.Context, zoneID, identifier string) (store
 // SigningKeys returns the active key, then retired keys whose NotAfter is after now,
 // most recently retired first.
 func (s *Store) SigningKeys(_ context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return nil, err
@@ -361,10 +371,10 @@ func (s *Store) PutPolicyBundle(_ context.Context, zoneID string, modules map[st
 
 // ActivePolicyBundle returns the zone's active bundle.
 func (s *Store) ActivePolicyBundle(_ context.Context, zoneID string) (store.PolicyBundle, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.PolicyBundle{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.PolicyBundle{}, err
@@ -404,10 +414,10 @@ func (s *Store) CreateSession(_ context.Context, sess store.Session) error {
 
 // GetSession returns a session of the zone.
 func (s *Store) GetSession(_ context.Context, zoneID, sid string) (store.Session, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.Session{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.Session{}, err
@@ -417,10 +427,10 @@ func (s *Store) GetSession(_ context.Context, zoneID, sid string) (store.Session
 
 // Sessions returns the zone's sessions among ids.
 func (s *Store) Sessions(_ context.Context, zoneID string, ids []string) (map[string]store.Session, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if errors.Is(err, store.ErrNotFound) {
 		return map[string]store.Session{}, nil
@@ -575,10 +585,10 @@ func (s *Store) CreateEdge(_ context.Context, e store.Edge, check store.EdgeChec
 
 // GetEdge returns an edge of the zone.
 func (s *Store) GetEdge(_ context.Context, zoneID, edgeID string) (store.Edge, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.Edge{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return store.Edge{}, err
@@ -592,10 +602,10 @@ func (s *Store) GetEdge(_ context.Context, zoneID, edgeID string) (store.Edge, e
 
 // EdgePath returns the edges from the root of edgeID's chain down to edgeID.
 func (s *Store) EdgePath(_ context.Context, zoneID, edgeID string) ([]store.Edge, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return nil, err
@@ -668,10 +678,10 @@ func (s *Store) ExpireEdges(_ context.Context, zoneID string, now time.Time) ([]
 
 // Epoch returns the zone's delegation graph epoch.
 func (s *Store) Epoch(_ context.Context, zoneID string) (int64, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return 0, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(zoneID)
 	if err != nil {
 		return 0, err
@@ -707,10 +717,10 @@ func (s *Store) CreateAdminToken(_ context.Context, t store.AdminToken) error {
 
 // AdminTokenByHash returns the token with the given hash, revoked or not.
 func (s *Store) AdminTokenByHash(_ context.Context, hash []byte) (store.AdminToken, error) {
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return store.AdminToken{}, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	for _, t := range s.tokens {
 		if string(t.Hash) == string(hash) {
 			t.Hash = cloneBytes(t.Hash)
@@ -768,10 +778,10 @@ func (s *Store) PendingOutbox(_ context.Context, limit int) ([]store.OutboxEvent
 	if limit <= 0 {
 		return nil, fmt.Errorf("pending outbox: limit %d is not positive", limit)
 	}
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	var out []store.OutboxEvent
 	for _, e := range s.outbox {
 		if e.PublishedAt.IsZero() {
@@ -849,10 +859,10 @@ func (s *Store) ListAudit(_ context.Context, zoneID string, limit int) ([]store.
 	if limit <= 0 {
 		return nil, fmt.Errorf("listing audit events: limit %d is not positive", limit)
 	}
-	if err := s.lock(); err != nil {
+	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	var out []store.AuditEvent
 	for i := len(s.audit) - 1; i >= 0 && len(out) < limit; i-- {
 		if e := s.audit[i]; e.ZoneID == zoneID {
