@@ -10,16 +10,14 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/argon2"
-
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/policies"
 )
 
@@ -34,37 +32,19 @@ const (
 // clients registered in every seeded zone; each one's secret is "{zone}-{client}-secret".
 var clients = []string{"alice", "bob", "carol", "dave", "erin"}
 
-// clock is a settable test clock shared by the STS and the Coordinator.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	t        testing.TB
 	st       store.Store
 	sts      *issuer.Service
 	svc      *Service
-	clock    *clock
+	clock    *testenv.Clock
 	notified atomic.Int64
 }
 
 // newEnv builds an STS and a Coordinator over st, sharing one clock.
 func newEnv(t testing.TB, st store.Store) *env {
 	t.Helper()
-	clk := &clock{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
 	kek := make([]byte, 32)
 	_, _ = rand.Read(kek)
 	sts, err := issuer.New(issuer.Options{
@@ -85,17 +65,6 @@ func newEnv(t testing.TB, st store.Store) *env {
 	return e
 }
 
-// cheapHash is an Argon2id PHC string with small parameters, so the race-enabled suite
-// does not pay 64 MiB per session; verification reads the parameters from the string.
-func cheapHash(t testing.TB, secret string) string {
-	t.Helper()
-	salt := make([]byte, 16)
-	_, _ = rand.Read(salt)
-	key := argon2.IDKey([]byte(secret), salt, 1, 64, 1, 32)
-	enc := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=19$m=64,t=1,p=1$%s$%s", enc.EncodeToString(salt), enc.EncodeToString(key))
-}
-
 // seedZone creates a zone through the API, then registers the test clients (cheap
 // hashes, straight into storage), the api, mail and (archived) old resources, and the
 // default policy granting alice read on the api resource.
@@ -107,7 +76,7 @@ func (e *env) seedZone(zoneID string) {
 	}
 	ctx := context.Background()
 	for _, c := range clients {
-		if err := e.st.PutApplication(ctx, store.Application{ZoneID: zoneID, ClientID: c, Name: c, SecretHash: cheapHash(e.t, zoneID+"-"+c+"-secret")}); err != nil {
+		if err := e.st.PutApplication(ctx, store.Application{ZoneID: zoneID, ClientID: c, Name: c, SecretHash: testenv.CheapSecretHash(zoneID + "-" + c + "-secret")}); err != nil {
 			e.t.Fatal(err)
 		}
 	}

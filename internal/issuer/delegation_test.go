@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/policies"
 	"github.com/caracalgw/caracal/revocation"
 	"github.com/caracalgw/caracal/verify"
@@ -65,7 +66,7 @@ func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	var grants []string
 	for i := range 8 {
 		id := fmt.Sprintf("c%d", i)
-		if err := e.store.PutApplication(ctx, store.Application{ZoneID: "demo", ClientID: id, Name: id, SecretHash: cheapHash(t, "demo-"+id+"-secret")}); err != nil {
+		if err := e.store.PutApplication(ctx, store.Application{ZoneID: "demo", ClientID: id, Name: id, SecretHash: testenv.CheapSecretHash("demo-" + id + "-secret")}); err != nil {
 			t.Fatal(err)
 		}
 		if i < 6 {

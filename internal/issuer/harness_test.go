@@ -3,23 +3,20 @@ package issuer
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/argon2"
-
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/policies"
 )
 
@@ -28,24 +25,6 @@ const (
 	apiResource  = "https://api.test/v1"
 	mailResource = "https://mail.test"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // writeCounter wraps a real store and counts calls of every method that changes state,
 // so a test can assert that a refused request wrote nothing.
@@ -96,22 +75,11 @@ func (w *writeCounter) AppendAudit(ctx context.Context, e store.AuditEvent) erro
 	return w.Store.AppendAudit(ctx, e)
 }
 
-// cheapHash is an Argon2id PHC string with small parameters, so the race-enabled test
-// suite does not pay 64 MiB per hash; verification reads the parameters from the string.
-func cheapHash(t testing.TB, secret string) string {
-	t.Helper()
-	salt := make([]byte, 16)
-	_, _ = rand.Read(salt)
-	key := argon2.IDKey([]byte(secret), salt, 1, 64, 1, 32)
-	enc := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=19$m=64,t=1,p=1$%s$%s", enc.EncodeToString(salt), enc.EncodeToString(key))
-}
-
 type env struct {
 	t     testing.TB
 	svc   *Service
 	store *writeCounter
-	clock *clock
+	clock *testenv.Clock
 }
 
 type envOption func(*Options)
@@ -125,7 +93,7 @@ func newEnv(t testing.TB, st store.Store, opts ...envOption) *env {
 		st = memory.New()
 	}
 	wc := &writeCounter{Store: st}
-	clk := &clock{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
 	kek := make([]byte, 32)
 	_, _ = rand.Read(kek)
 	o := Options{
@@ -156,7 +124,7 @@ func newEnv(t testing.TB, st store.Store, opts ...envOption) *env {
 		}
 		apps := map[string]string{"agent": z.id + "-agent-secret", "reader": z.id + "-reader-secret"}
 		for id, sec := range apps {
-			if err := st.PutApplication(ctx, store.Application{ZoneID: z.id, ClientID: id, Name: id, SecretHash: cheapHash(t, sec), CreatedAt: clk.Now()}); err != nil {
+			if err := st.PutApplication(ctx, store.Application{ZoneID: z.id, ClientID: id, Name: id, SecretHash: testenv.CheapSecretHash(sec), CreatedAt: clk.Now()}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 func TestPolicyGateDeniesOnEveryFailureMode(t *testing.T) {
@@ -67,7 +68,7 @@ decision := {"decision": "allow", "evaluation_status": "complete"}`}, `{}`)
 		if err := e.svc.CreateZone(ctx, "bare", "bare"); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.PutApplication(ctx, store.Application{ZoneID: "bare", ClientID: "agent", Name: "agent", SecretHash: cheapHash(t, "bare-agent-secret")}); err != nil {
+		if err := st.PutApplication(ctx, store.Application{ZoneID: "bare", ClientID: "agent", Name: "agent", SecretHash: testenv.CheapSecretHash("bare-agent-secret")}); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.PutResource(ctx, store.Resource{ZoneID: "bare", ID: "r", Identifier: apiResource, Scopes: []string{"read"}}); err != nil {

@@ -8,17 +8,20 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/argon2"
 )
 
 // Defaults match what `make services` starts.
@@ -171,4 +174,38 @@ func Main(m *testing.M, prefix string, dsn *string) int {
 	defer drop()
 	*dsn = created
 	return m.Run()
+}
+
+// Clock is a settable clock for tests, safe for concurrent use.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock that reads t until moved.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// CheapSecretHash is an Argon2id PHC string of secret with small parameters, so that
+// race-enabled suites do not pay 64 MiB per hash; verification reads the parameters from
+// the string, so it checks exactly like a production hash.
+func CheapSecretHash(secret string) string {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	key := argon2.IDKey([]byte(secret), salt, 1, 64, 1, 32)
+	enc := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=19$m=64,t=1,p=1$%s$%s", enc.EncodeToString(salt), enc.EncodeToString(key))
 }
