@@ -66,7 +66,9 @@ func run(args []string) error {
 }
 
 // xcaddyArgs turns the manifest into `xcaddy build` arguments. A plugin with a
-// replacement is passed as module=path, which xcaddy turns into a go.mod replace.
+// replacement is passed as module[@version]=path, which xcaddy turns into a go.mod
+// replace; the version (a placeholder pseudo-version for a module that is not
+// published) keeps `go get` from asking the module proxy for one.
 func xcaddyArgs(m manifest) []string {
 	args := []string{m.CaddyVersion, "--output", m.Output + "-xcaddy"}
 	replaced := map[string]string{}
@@ -76,7 +78,11 @@ func xcaddyArgs(m manifest) []string {
 	for _, p := range m.Plugins {
 		switch {
 		case replaced[p.ModulePath] != "":
-			args = append(args, "--with", p.ModulePath+"="+replaced[p.ModulePath])
+			mod := p.ModulePath
+			if p.Version != "" {
+				mod += "@" + p.Version
+			}
+			args = append(args, "--with", mod+"="+replaced[p.ModulePath])
 			delete(replaced, p.ModulePath)
 		case p.Version != "":
 			args = append(args, "--with", p.ModulePath+"@"+p.Version)
