@@ -163,6 +163,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Revoked:            a.relay.Notify,
 		Revocations:        a.pipeline.Store,
 		RevocationSource:   a.pipeline.Source,
+		Epochs:             a.pipeline.Epochs,
 		Logger:             a.logger,
 	})
 	if err != nil {

@@ -69,7 +69,7 @@ func denyDelegation(description string) *oauthError {
 // edge to the root: every rule of SPEC.md section 4 at exchange time. subject is the
 // presenting session, which must be the leaf's target.
 func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, subject store.Session, resource string, now time.Time) (*delegation, *oauthError) {
-	path, err := s.edgePath(ctx, zoneID, edgeID)
+	path, cached, err := s.edgePath(ctx, zoneID, edgeID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, denyDelegation("unknown delegation edge")
@@ -91,11 +91,29 @@ func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, 
 	if oerr := checkPath(d, subject, resource, now); oerr != nil {
 		return nil, oerr
 	}
-	if d.epoch, err = s.store.Epoch(ctx, zoneID); err != nil {
+	if d.epoch, err = s.pathEpoch(ctx, zoneID, path, cached); err != nil {
 		s.log.Warn("epoch lookup failed", zap.String("zone", zoneID), zap.Error(err))
 		return nil, unavailable("delegation state could not be read")
 	}
 	return d, nil
+}
+
+// pathEpoch is the delegation graph epoch the path was validated against. A path read
+// from storage gets the zone's current epoch from storage. A path read from the cache
+// reflects the graph as this process has seen it through the invalidation stream, so it
+// gets the newest epoch seen there (never below the epoch of an edge on the path): a
+// gateway that rejects stale epochs then refuses the mandate until this process has caught
+// up, which is the safe way to be wrong.
+func (s *Service) pathEpoch(ctx context.Context, zoneID string, path []store.Edge, cached bool) (int64, error) {
+	if cached && s.opts.Epochs != nil {
+		if seen, ok := s.opts.Epochs.Current(zoneID); ok {
+			for _, e := range path {
+				seen = max(seen, e.Epoch)
+			}
+			return seen, nil
+		}
+	}
+	return s.store.Epoch(ctx, zoneID)
 }
 
 // checkPath applies the exchange-time rules to a fetched path.

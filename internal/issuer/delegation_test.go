@@ -24,9 +24,11 @@ type graphEnv struct {
 	*env
 	sessions []string // sid per client index
 	tokens   []string // session mandate per client index
-	// revocations is the STS's revocation set when it reads state through the pipeline
-	// (nil when it reads storage on every exchange); sync feeds it as the relay would.
+	// revocations and epochs are the STS's revocation set and epoch tracker when it
+	// reads state through the pipeline (nil when it reads storage on every exchange);
+	// sync feeds them as the relay would.
 	revocations *revocation.Store
+	epochs      *revocation.Epochs
 }
 
 // sync delivers the revocations written to the outbox so far to the STS's revocation
@@ -41,12 +43,19 @@ func (g *graphEnv) sync(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, row := range pending {
-		if row.Stream == store.StreamSessionsRevoke {
+		switch row.Stream {
+		case store.StreamSessionsRevoke:
 			ev, err := revocation.ParseEvent(row.Fields)
 			if err != nil {
 				t.Fatal(err)
 			}
 			g.revocations.Add(ev)
+		case store.StreamDelegationInvalidate:
+			ev, err := revocation.ParseEpochEvent(row.Fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.epochs.Observe(ev)
 		}
 	}
 }
@@ -56,10 +65,11 @@ var scopeUniverse = []string{"read", "write", "admin"}
 func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	t.Helper()
 	var rs *revocation.Store
+	var ep *revocation.Epochs
 	e := newEnv(t, st, func(o *Options) {
 		if cached {
-			rs = revocation.NewStore(o.Now)
-			o.Revocations = rs
+			rs, ep = revocation.NewStore(o.Now), new(revocation.Epochs)
+			o.Revocations, o.Epochs = rs, ep
 		}
 	})
 	ctx := context.Background()
@@ -78,7 +88,7 @@ func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 		t.Fatal(err)
 	}
 	e.svc.Invalidate("demo")
-	g := &graphEnv{env: e, revocations: rs}
+	g := &graphEnv{env: e, revocations: rs, epochs: ep}
 	for i := range 8 {
 		tok := e.session("demo", fmt.Sprintf("c%d", i))
 		g.tokens = append(g.tokens, tok)
@@ -287,8 +297,15 @@ func randomGraphRound(t *testing.T, g *graphEnv, rng *rand.Rand) {
 				}
 			}
 			var ids []string
+			var newest int64
 			for _, pe := range path {
 				ids = append(ids, pe.ID)
+				newest = max(newest, pe.Epoch)
+			}
+			// The stamped epoch is one the path was valid at: no older than its newest
+			// edge, no newer than the zone's.
+			if zoneEpoch, err := g.store.Epoch(ctx, "demo"); err != nil || c.DelegationGraphEpoch < newest || c.DelegationGraphEpoch > zoneEpoch {
+				t.Fatalf("delegation_graph_epoch %d outside [%d, %d] (%v)", c.DelegationGraphEpoch, newest, zoneEpoch, err)
 			}
 			if !slices.Equal(c.DelegationPath, ids) || c.DelegationEdgeID != e.ID || c.HopCount != len(path) ||
 				c.Subject != g.clientOf(path[0].SourceSessionID) || c.RootSID != path[0].SourceSessionID ||

@@ -78,6 +78,9 @@ type Options struct {
 	Revocations      *revocation.Store
 	RevocationSource revocation.Source
 	MaxStaleness     time.Duration
+	// Epochs are the zones' delegation epochs seen on the same feed; a delegation path
+	// served from the cache is stamped with them (see pathEpoch).
+	Epochs *revocation.Epochs
 
 	Logger *zap.Logger
 	Now    func() time.Time

@@ -111,11 +111,12 @@ func BenchmarkIssuance(b *testing.B) {
 					st = openPostgres(b)
 					resetPostgres(b)
 				}
-				// As deployed: sessions are checked against the revocation set.
-				e := newEnv(b, st, func(o *Options) { o.Revocations = revocation.NewStore(o.Now) })
+				// As deployed: state is read through the revocation feed.
+				epochs := new(revocation.Epochs)
+				e := newEnv(b, st, func(o *Options) { o.Revocations, o.Epochs = revocation.NewStore(o.Now), epochs })
 				form := exchangeForm(e.session("demo", "agent"), "scope", "read")
 				if hops > 0 {
-					form = delegatedForm(b, e, hops)
+					form = delegatedForm(b, e, hops, epochs)
 				}
 				body := form.Encode()
 				parallel(b, func() error {
@@ -135,8 +136,9 @@ func BenchmarkIssuance(b *testing.B) {
 
 // delegatedForm builds a chain of hops edges (agent's session at the root, alternating
 // agent and reader sessions below, max_hops shrinking by one per hop) and returns the
-// exchange form of the leaf's target session.
-func delegatedForm(b *testing.B, e *env, hops int) url.Values {
+// exchange form of the leaf's target session. The invalidation entries of the creations
+// reach epochs as the feed would deliver them.
+func delegatedForm(b *testing.B, e *env, hops int, epochs *revocation.Epochs) url.Values {
 	ctx := context.Background()
 	clients := []string{"agent", "reader"}
 	var tokens, sids []string
@@ -156,6 +158,19 @@ func delegatedForm(b *testing.B, e *env, hops int) url.Values {
 			b.Fatal(err)
 		}
 		parent = edge.ID
+	}
+	pending, err := e.store.PendingOutbox(ctx, 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, row := range pending {
+		if row.Stream == store.StreamDelegationInvalidate {
+			ev, err := revocation.ParseEpochEvent(row.Fields)
+			if err != nil {
+				b.Fatal(err)
+			}
+			epochs.Observe(ev)
+		}
 	}
 	return exchangeForm(tokens[hops], "scope", "read", "delegation_edge_id", parent)
 }

@@ -152,13 +152,12 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 }
 
 // edgePath returns the delegation path from the root to edgeID: from the cache while the
-// revocation feed is fresh (edges found revoked in the set are marked so), else, or on a
-// miss, from storage in one query.
-func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) ([]store.Edge, error) {
+// revocation feed is fresh (edges found revoked in the set are marked so; cached is
+// true), else, or on a miss, from storage in one query.
+func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []store.Edge, cached bool, err error) {
 	c := s.sessions
 	now := s.now()
 	if c.fresh(now) {
-		var path []store.Edge
 		c.mu.RLock()
 		for id := edgeID; id != "" && len(path) <= maxPathEdges; {
 			e, ok := c.edges[sessionKey{zoneID, id}]
@@ -177,12 +176,13 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) ([]store.
 					path[i].Status = store.StatusRevoked
 				}
 			}
-			return path, nil
+			return path, true, nil
 		}
+		path = nil
 	}
-	path, err := s.store.EdgePath(ctx, zoneID, edgeID)
+	path, err = s.store.EdgePath(ctx, zoneID, edgeID)
 	if err != nil || c == nil {
-		return path, err
+		return path, false, err
 	}
 	c.mu.Lock()
 	if len(c.edges) >= maxCachedSessions {
@@ -194,7 +194,7 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) ([]store.
 		}
 	}
 	c.mu.Unlock()
-	return path, nil
+	return path, false, nil
 }
 
 // recordRevocation puts a revocation made by this process into the local revocation set
