@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -224,30 +225,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// earlier would cut, at its first byte, a response the request was admitted for.
 		g.expires = time.Unix(claims.Expiry, 0).Add(h.leeway).UnixNano()
 	}
-	var release func()
-	var timer *time.Timer
-	g.arm = func() {
-		revoked, rel := h.verifier.Watch(claims)
-		release = rel
-		go func() {
-			select {
-			case <-revoked:
-				g.abort()
-			case <-ctx.Done():
-			}
-		}()
-		if g.expires != 0 {
-			timer = time.AfterFunc(time.Until(time.Unix(0, g.expires)), g.abort)
-		}
-	}
+	sw := &streamWatch{}
+	g.arm = func() { sw.start(h, g, claims, ctx) }
 	defer func() {
 		// Runs when reverse_proxy panics with http.ErrAbortHandler too.
-		if release != nil {
-			release()
-		}
-		if timer != nil {
-			timer.Stop()
-		}
+		sw.stop()
 		if g.aborted.Load() {
 			h.metrics.streamsCut.Inc()
 			h.logger.Info("response aborted: mandate revoked or expired", zap.String("zone", claims.ZoneID), zap.String("sid", claims.SID), zap.String("jti", claims.ID))
@@ -263,6 +245,68 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return err
+}
+
+// streamWatchDelay is how long a response that turned out to be a stream (no small
+// Content-Length, a flush, an upgrade) may run before it is watched. Most such
+// responses of an API are over sooner, and watching costs a registration in the
+// revocation set, a goroutine and a timer; a stream that lasts is watched from then on,
+// and a revocation that arrived in the meantime is found when the watch starts.
+const streamWatchDelay = 20 * time.Millisecond
+
+// streamWatch aborts a streaming response as soon as its mandate is revoked or expires,
+// even when the response sends nothing. start may run on another goroutine than the
+// handler's (reverse_proxy flushes from a timer), hence the lock.
+type streamWatch struct {
+	mu      sync.Mutex
+	stopped bool
+	delay   *time.Timer
+	expiry  *time.Timer
+	release func()
+}
+
+// start arms the watch after streamWatchDelay; the guard calls it at most once.
+func (sw *streamWatch) start(h *Handler, g *guard, claims *mandate.Claims, ctx context.Context) {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.stopped {
+		return
+	}
+	sw.delay = time.AfterFunc(streamWatchDelay, func() {
+		sw.mu.Lock()
+		defer sw.mu.Unlock()
+		if sw.stopped {
+			return
+		}
+		revoked, release := h.verifier.Watch(claims)
+		sw.release = release
+		go func() {
+			select {
+			case <-revoked:
+				g.abort()
+			case <-ctx.Done():
+			}
+		}()
+		if g.expires != 0 {
+			sw.expiry = time.AfterFunc(time.Until(time.Unix(0, g.expires)), g.abort)
+		}
+	})
+}
+
+// stop ends the watch when the response is over.
+func (sw *streamWatch) stop() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.stopped = true
+	if sw.delay != nil {
+		sw.delay.Stop()
+	}
+	if sw.expiry != nil {
+		sw.expiry.Stop()
+	}
+	if sw.release != nil {
+		sw.release()
+	}
 }
 
 // refuse answers per RFC 6750 and counts the refusal.
