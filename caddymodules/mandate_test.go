@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
 )
@@ -244,51 +245,6 @@ func streamer(total int, contentLength bool, werr chan<- error) caddyhttp.Handle
 	}
 }
 
-// readUntil reads from body until at least n bytes came or it fails.
-func readUntil(t *testing.T, body io.Reader, n int) {
-	t.Helper()
-	if _, err := io.ReadFull(body, make([]byte, n)); err != nil {
-		t.Fatalf("reading the first %d bytes: %v", n, err)
-	}
-}
-
-// bodyEnd reads body to its end, in the background so that a body that never ends
-// fails the test instead of hanging it.
-func bodyEnd(t *testing.T, body io.Reader) (int64, error) {
-	t.Helper()
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := io.Copy(io.Discard, body)
-		done <- result{n, err}
-	}()
-	select {
-	case r := <-done:
-		return r.n, r.err
-	case <-time.After(30 * time.Second):
-		t.Fatal("the response did not end after the revocation")
-		return 0, nil
-	}
-}
-
-// assertAborted checks that the client could not mistake the response for a complete
-// one: HTTP/1.1 ends early without the terminating chunk or short of Content-Length,
-// HTTP/2 resets the stream.
-func assertAborted(t *testing.T, err error, h2 bool) {
-	t.Helper()
-	switch {
-	case err == nil:
-		t.Fatal("the response ended cleanly after the revocation")
-	case h2 && !strings.Contains(err.Error(), "stream error") && !strings.Contains(err.Error(), "INTERNAL_ERROR"):
-		t.Fatalf("HTTP/2 body ended with %v, want a stream reset", err)
-	case !h2 && !errors.Is(err, io.ErrUnexpectedEOF):
-		t.Fatalf("HTTP/1.1 body ended with %v, want io.ErrUnexpectedEOF", err)
-	}
-}
-
 func TestHandlerAbortsAStreamOnRevocation(t *testing.T) {
 	const total = 64 << 20
 	for _, tc := range []struct {
@@ -312,32 +268,19 @@ func TestHandlerAbortsAStreamOnRevocation(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			readUntil(t, resp.Body, 64<<10)
+			testenv.ReadUntil(t, resp.Body, 64<<10)
 			cutBefore := counterValue(t, h.metrics.streamsCut)
 			f.revoke(t, h, c.SID)
-			n, err := bodyEnd(t, resp.Body)
-			assertAborted(t, err, tc.h2)
+			n, err := testenv.BodyEnd(t, resp.Body)
+			testenv.AssertAborted(t, err, tc.h2)
 			if n+64<<10 >= total {
 				t.Fatalf("the whole body arrived (%d bytes)", n+64<<10)
 			}
 			if err := <-werr; !errors.Is(err, errStreamRevoked) {
 				t.Fatalf("the upstream's write failed with %v, want errStreamRevoked", err)
 			}
-			waitFor(t, "the cut stream to be counted", func() bool { return counterValue(t, h.metrics.streamsCut) > cutBefore })
+			testenv.WaitFor(t, "the cut stream to be counted", func() bool { return counterValue(t, h.metrics.streamsCut) > cutBefore })
 		})
-	}
-}
-
-// waitFor polls cond for a bounded time; the bound only keeps a broken build from
-// hanging, it is not what the test asserts.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -371,8 +314,8 @@ func TestHandlerCutsAnIdleStreamOnRevocation(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			f.revoke(t, h, c.SID)
-			_, err = bodyEnd(t, resp.Body)
-			assertAborted(t, err, h2)
+			_, err = testenv.BodyEnd(t, resp.Body)
+			testenv.AssertAborted(t, err, h2)
 			if err := <-ended; !errors.Is(err, context.Canceled) {
 				t.Fatalf("the upstream's request ended with %v, want context.Canceled", err)
 			}
@@ -466,8 +409,8 @@ func TestHandlerResponsesAndMandateExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		_, err = bodyEnd(t, resp.Body)
-		assertAborted(t, err, false)
+		_, err = testenv.BodyEnd(t, resp.Body)
+		testenv.AssertAborted(t, err, false)
 		<-ended
 	})
 	t.Run("end_on_expiry off lets the stream outlive the mandate", func(t *testing.T) {

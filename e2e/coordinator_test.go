@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 const adminToken = "e2e-admin-token-0123456789"
@@ -173,7 +175,7 @@ func TestDelegationChainThroughCaddy(t *testing.T) {
 	defer cancel()
 	stream := in.open(t, ctx, client, "/api/stream?bytes=200000000&delay_ms=10", mandate)
 	defer stream.Body.Close()
-	readUntil(t, stream.Body, 256<<10)
+	testenv.ReadUntil(t, stream.Body, 256<<10)
 
 	var rev struct {
 		RevokedEdges []string `json:"revoked_edges"`
@@ -182,8 +184,8 @@ func TestDelegationChainThroughCaddy(t *testing.T) {
 	if code := in.adminCall(t, http.MethodPost, "/v1/zones/demo/delegations/"+e1.ID+"/revoke", orch, nil, &rev); code != http.StatusOK || len(rev.RevokedEdges) != 2 || rev.Epoch <= e2.Epoch {
 		t.Fatalf("revoking hop 1: %d %+v", code, rev)
 	}
-	_, err := bodyEnd(t, stream.Body)
-	assertAborted(t, err, false)
+	_, err := testenv.BodyEnd(t, stream.Body)
+	testenv.AssertAborted(t, err, false)
 	if resp, _ := in.call(t, client, "/api/hello", mandate); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("call after the revocation: %d", resp.StatusCode)
 	}

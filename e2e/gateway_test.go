@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/revocation"
 )
 
@@ -180,10 +181,10 @@ func TestGatewayOnTheLocalBus(t *testing.T) {
 				if !s.chunked && resp.ContentLength <= 0 && !strings.Contains(s.path, "events") {
 					t.Fatalf("no Content-Length on %s", s.path)
 				}
-				readUntil(t, resp.Body, s.read)
+				testenv.ReadUntil(t, resp.Body, s.read)
 				in.revoke(t, "alpha", session)
-				n, err := bodyEnd(t, resp.Body)
-				assertAborted(t, err, s.h2)
+				n, err := testenv.BodyEnd(t, resp.Body)
+				testenv.AssertAborted(t, err, s.h2)
 				if cl := resp.ContentLength; cl > 0 && n+int64(s.read) >= cl {
 					t.Fatalf("%d of %d bytes arrived", n+int64(s.read), cl)
 				}
@@ -279,8 +280,8 @@ func TestGatewayEndsResponsesAtMandateExpiry(t *testing.T) {
 				}
 				resp := in.open(t, ctx, client, s.path, m)
 				defer resp.Body.Close()
-				_, err := bodyEnd(t, resp.Body)
-				assertAborted(t, err, s.h2)
+				_, err := testenv.BodyEnd(t, resp.Body)
+				testenv.AssertAborted(t, err, s.h2)
 			})
 		}
 	})
@@ -299,10 +300,10 @@ func TestGatewayAcrossProcessesOverRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := newProxy(t, redisURL.Host)
+	relay := testenv.NewProxy(t, redisURL.Host)
 	a := startGateway(t, gatewayConfig{serveSTS: true, storage: storage, revocation: rs.revocation(rs.url)})
 	base := a.url("")
-	b := startGateway(t, gatewayConfig{base: base, storage: storage, revocation: rs.revocation(rs.via(t, relay.addr())), mandate: "max_staleness 8s"})
+	b := startGateway(t, gatewayConfig{base: base, storage: storage, revocation: rs.revocation(rs.via(t, relay.Addr())), mandate: "max_staleness 8s"})
 	realm := `Bearer realm="` + base + `/api"`
 	ca, cb := a.newClient(t, true, 4), b.newClient(t, true, 4)
 
@@ -334,10 +335,10 @@ func TestGatewayAcrossProcessesOverRedis(t *testing.T) {
 		defer cancel()
 		resp := b.open(t, ctx, cb, "/api/stream?bytes=268435456&delay_ms=20", m)
 		defer resp.Body.Close()
-		readUntil(t, resp.Body, 128<<10)
+		testenv.ReadUntil(t, resp.Body, 128<<10)
 		a.revoke(t, "alpha", s)
-		_, err := bodyEnd(t, resp.Body)
-		assertAborted(t, err, true)
+		_, err := testenv.BodyEnd(t, resp.Body)
+		testenv.AssertAborted(t, err, true)
 	})
 
 	t.Run("forged stream entries are ignored", func(t *testing.T) {
@@ -383,10 +384,10 @@ func TestGatewayAcrossProcessesOverRedis(t *testing.T) {
 		s, m := a.agentMandate(t, base)
 		_, other := a.agentMandate(t, base)
 		ok(t, b, cb, m)
-		relay.setCut(true)
+		relay.Cut(true)
 		a.revoke(t, "alpha", s)
 		sid := claimsOf(t, m).SID
-		waitFor(t, "the revocation to be in the stream", func() bool {
+		testenv.WaitFor(t, "the revocation to be in the stream", func() bool {
 			for _, got := range rs.revokedSessions(t) {
 				if got == sid {
 					return true
@@ -400,7 +401,7 @@ func TestGatewayAcrossProcessesOverRedis(t *testing.T) {
 		}
 		// A, reading Redis directly, is not affected.
 		ok(t, a, ca, other)
-		relay.setCut(false)
+		relay.Cut(false)
 		refusedOn(t, b, cb, m)
 		b.awaitStatus(t, cb, "/api/hello", other, http.StatusOK)
 	})

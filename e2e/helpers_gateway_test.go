@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -392,7 +390,7 @@ func (in *instance) awaitStatus(t testing.TB, client *http.Client, path, token s
 		body []byte
 		err  error
 	)
-	waitFor(t, fmt.Sprintf("%s to answer %d", path, status), func() bool {
+	testenv.WaitFor(t, fmt.Sprintf("%s to answer %d", path, status), func() bool {
 		resp, body, err = in.try(t, client, path, token)
 		return err == nil && resp.StatusCode == status
 	})
@@ -502,153 +500,6 @@ func claimsOf(t testing.TB, token string) claims {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// waitFor polls cond until it holds. The bound keeps a broken build from hanging the
-// suite; it is not what the test asserts.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// readUntil reads from body until at least n bytes came.
-func readUntil(t testing.TB, body io.Reader, n int) {
-	t.Helper()
-	if _, err := io.ReadFull(body, make([]byte, n)); err != nil {
-		t.Fatalf("reading the first %d bytes: %v", n, err)
-	}
-}
-
-// bodyEnd reads body to its end in the background, so that a body that never ends
-// fails the test instead of hanging it, and returns the bytes read and the error.
-func bodyEnd(t testing.TB, body io.Reader) (int64, error) {
-	t.Helper()
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := io.Copy(io.Discard, body)
-		done <- result{n, err}
-	}()
-	select {
-	case r := <-done:
-		return r.n, r.err
-	case <-time.After(45 * time.Second):
-		t.Fatal("the response did not end")
-		return 0, nil
-	}
-}
-
-// assertAborted checks that the client could not take the response for a complete
-// one: over HTTP/1.1 the body ends early (no terminating chunk, or short of its
-// Content-Length), over HTTP/2 the stream is reset.
-func assertAborted(t testing.TB, err error, h2 bool) {
-	t.Helper()
-	switch {
-	case err == nil:
-		t.Fatal("the response ended cleanly")
-	case h2 && !strings.Contains(err.Error(), "stream error"):
-		t.Fatalf("the HTTP/2 body ended with %v, want a stream reset", err)
-	case !h2 && !errors.Is(err, io.ErrUnexpectedEOF):
-		t.Fatalf("the HTTP/1.1 body ended with %v, want io.ErrUnexpectedEOF", err)
-	}
-}
-
-// proxy is a TCP relay to Redis that the test can cut: cutting closes every relayed
-// connection and refuses new ones (accepted, then closed at once), as a Redis that went
-// away would look to its clients.
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.setCut(true)
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.relay(c)
-	}
-}
-
-func (p *proxy) relay(c net.Conn) {
-	p.mu.Lock()
-	cut := p.cut
-	p.mu.Unlock()
-	if cut {
-		_ = c.Close()
-		return
-	}
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.cut {
-		p.mu.Unlock()
-		_ = c.Close()
-		_ = up.Close()
-		return
-	}
-	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
-	}
-	go pipe(up, c)
-	go pipe(c, up)
-	<-done
-	_ = c.Close()
-	_ = up.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, up)
-	p.mu.Unlock()
-}
-
-// setCut cuts the relay (closing what it carries) or restores it.
-func (p *proxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-	}
 }
 
 // upgrade opens a TLS connection to the instance and asks path to switch to the echo

@@ -85,6 +85,9 @@ func TestQuickstartThroughCaddy(t *testing.T) {
 
 			// An application without a grant is refused by the default policy.
 			resp, body = in.postForm(t, "/zones/demo/oauth2/token", "grant_type=client_credentials", "other-agent", "other-secret")
+			if resp.StatusCode != 200 {
+				t.Fatalf("client_credentials for other-agent: %d %s", resp.StatusCode, body)
+			}
 			other := decode(t, body).AccessToken
 			resp, body = in.postForm(t, "/zones/demo/oauth2/token", url.Values{
 				"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {other},

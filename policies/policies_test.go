@@ -78,7 +78,8 @@ func TestRegoUnitTests(t *testing.T) {
 			results, err := tester.NewRunner().
 				SetDefaultRegoVersion(ast.RegoV1).
 				RaiseBuiltinErrors(true).
-				Run(t.Context(), modules)
+				SetModules(modules).
+				RunTests(t.Context(), nil)
 			if err != nil {
 				t.Fatalf("compiling %s for tests: %v", dir, err)
 			}

@@ -5,10 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,19 +14,6 @@ import (
 
 	"github.com/caracalgw/caracal/internal/testenv"
 )
-
-// waitFor polls cond until it holds, failing the test after 10 s. It waits for state,
-// never for a duration: the bound only turns a hang into a failure.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 // waitClosed waits for ch to be closed, failing the test after 10 s.
 func waitClosed(tb testing.TB, what string, ch <-chan struct{}) {
@@ -100,96 +85,6 @@ func signed(key []byte, stream string, fields map[string]string) map[string]stri
 func sessionEvent(zone, sid string) Event {
 	now := time.Now()
 	return Event{ZoneID: zone, SessionID: sid, Reason: "test", RevokedAt: now, ExpiresAt: now.Add(time.Hour)}
-}
-
-// proxy is a TCP relay in front of Redis that a test can cut (every connection closed
-// and new ones refused) and restore, to take Redis out of a consumer's reach while the
-// rest of the test still talks to it.
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-}
-
-func startProxy(tb testing.TB, target string) *proxy {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	go p.serve()
-	tb.Cleanup(func() {
-		ln.Close()
-		p.setCut(true)
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		refused := p.cut
-		p.mu.Unlock()
-		if refused {
-			client.Close()
-			continue
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			client.Close()
-			continue
-		}
-		if !p.track(client, server) {
-			continue
-		}
-		go p.pipe(client, server)
-		go p.pipe(server, client)
-	}
-}
-
-// track registers a connection pair unless the proxy was cut meanwhile.
-func (p *proxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		for _, c := range conns {
-			c.Close()
-		}
-		return false
-	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// setCut closes every connection and refuses new ones (true), or accepts them again.
-func (p *proxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
 }
 
 // deadAddr returns a loopback address nothing listens on.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 // testBlock keeps idle reads short so position checks come quickly in tests.
@@ -90,8 +92,8 @@ func TestRedisPublishReachesEveryConsumer(t *testing.T) {
 	}
 
 	for i, c := range cs {
-		waitFor(t, fmt.Sprintf("consumer %d to apply the revocations", i+1), revokedIn(c.st, "z1", "ses-1", "edg-1"))
-		waitFor(t, fmt.Sprintf("consumer %d to see epoch 12", i+1), func() bool {
+		testenv.WaitFor(t, fmt.Sprintf("consumer %d to apply the revocations", i+1), revokedIn(c.st, "z1", "ses-1", "edg-1"))
+		testenv.WaitFor(t, fmt.Sprintf("consumer %d to see epoch 12", i+1), func() bool {
 			n, ok := c.ep.Current("z1")
 			return ok && n == 12
 		})
@@ -194,7 +196,7 @@ func TestRedisConsumerDropsForgedEntries(t *testing.T) {
 	f.revoke(t, sessionEvent("z", "genuine"))
 
 	// Entries are applied in order, so once the last one is in, the rest were judged.
-	waitFor(t, "the genuine revocation", revokedIn(st, "z", "genuine"))
+	testenv.WaitFor(t, "the genuine revocation", revokedIn(st, "z", "genuine"))
 	if id, hit := st.Revoked("z", "unsigned", "wrong-key", "original", "tampered", "cross-stream", "no-times"); hit {
 		t.Fatalf("forged entry for %s was applied", id)
 	}
@@ -239,11 +241,11 @@ func TestRedisConsumerSurvivesKilledConnections(t *testing.T) {
 	for round := range 3 {
 		if killClients(t, f.admin, opts.ClientName) == 0 {
 			// The consumer is between commands; kill its next connection instead.
-			waitFor(t, "a consumer connection to kill", func() bool { return killClients(t, f.admin, opts.ClientName) > 0 })
+			testenv.WaitFor(t, "a consumer connection to kill", func() bool { return killClients(t, f.admin, opts.ClientName) > 0 })
 		}
 		sid := fmt.Sprintf("after-kill-%d", round)
 		f.revoke(t, sessionEvent("z", sid))
-		waitFor(t, sid+" to be applied", revokedIn(st, "z", sid))
+		testenv.WaitFor(t, sid+" to be applied", revokedIn(st, "z", sid))
 	}
 }
 
@@ -251,18 +253,18 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 	t.Parallel()
 	f := newRedisFixture(t)
 	opts := redisOptions(t)
-	p := startProxy(t, opts.Addr)
-	opts.Addr = p.addr()
+	p := testenv.NewProxy(t, opts.Addr)
+	opts.Addr = p.Addr()
 	opts.MaxRetries = -1
 	st := NewStore(nil)
 	c := startConsumer(t, st, nil, f.options(newClient(t, opts)))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "before"))
-	waitFor(t, "the first revocation", revokedIn(st, "z", "before"))
+	testenv.WaitFor(t, "the first revocation", revokedIn(st, "z", "before"))
 
-	p.setCut(true)
+	p.Cut(true)
 	errs := c.Stats().Errors
-	waitFor(t, "the consumer to notice the outage", func() bool { return c.Stats().Errors >= errs+3 })
+	testenv.WaitFor(t, "the consumer to notice the outage", func() bool { return c.Stats().Errors >= errs+3 })
 	contact := c.LastContact()
 
 	var during []string
@@ -272,7 +274,7 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 		f.revoke(t, sessionEvent("z", sid))
 	}
 	errs = c.Stats().Errors
-	waitFor(t, "more failed attempts", func() bool { return c.Stats().Errors >= errs+3 })
+	testenv.WaitFor(t, "more failed attempts", func() bool { return c.Stats().Errors >= errs+3 })
 	if got := c.LastContact(); !got.Equal(contact) {
 		t.Fatalf("LastContact advanced from %v to %v while Redis was unreachable", contact, got)
 	}
@@ -280,16 +282,16 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 		t.Fatalf("%s applied while Redis was unreachable", id)
 	}
 
-	p.setCut(false)
-	waitFor(t, "every revocation published during the outage", revokedIn(st, "z", during...))
-	waitFor(t, "LastContact to advance again", func() bool { return c.LastContact().After(contact) })
+	p.Cut(false)
+	testenv.WaitFor(t, "every revocation published during the outage", revokedIn(st, "z", during...))
+	testenv.WaitFor(t, "LastContact to advance again", func() bool { return c.LastContact().After(contact) })
 }
 
 func TestRedisConsumerThatNeverReachedRedis(t *testing.T) {
 	t.Parallel()
 	client := newClient(t, &redis.Options{Addr: deadAddr(t), MaxRetries: -1})
 	c := startConsumer(t, NewStore(nil), nil, RedisOptions{Client: client, Block: testBlock, MaxBackoff: 20 * time.Millisecond})
-	waitFor(t, "failed attempts", func() bool { return c.Stats().Errors >= 3 })
+	testenv.WaitFor(t, "failed attempts", func() bool { return c.Stats().Errors >= 3 })
 	if !c.LastContact().IsZero() {
 		t.Fatalf("LastContact = %v without any contact", c.LastContact())
 	}
@@ -307,7 +309,7 @@ func TestRedisConsumerRebuildsAfterAStreamReset(t *testing.T) {
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "before-reset"))
-	waitFor(t, "the first revocation", revokedIn(st, "z", "before-reset"))
+	testenv.WaitFor(t, "the first revocation", revokedIn(st, "z", "before-reset"))
 
 	// A failover to a replica that lags, or a recreated stream: the stream now ends
 	// below the consumer's position and new entries get ids it would skip.
@@ -317,9 +319,9 @@ func TestRedisConsumerRebuildsAfterAStreamReset(t *testing.T) {
 	}
 	f.addAt(t, strconv.FormatInt(time.Now().Add(-10*time.Minute).UnixMilli(), 10)+"-0", sessionEvent("z", "after-reset"))
 
-	waitFor(t, "the entry below the old position", revokedIn(st, "z", "after-reset"))
+	testenv.WaitFor(t, "the entry below the old position", revokedIn(st, "z", "after-reset"))
 	// The counters are updated when the rebuild completes, just after the entries apply.
-	waitFor(t, "one gap and a second rebuild", func() bool { s := c.Stats(); return s.Gaps == 1 && s.Rebuilds == 2 })
+	testenv.WaitFor(t, "one gap and a second rebuild", func() bool { s := c.Stats(); return s.Gaps == 1 && s.Rebuilds == 2 })
 	if s := c.Stats(); s.Gaps != 1 || s.Rebuilds != 2 {
 		t.Fatalf("stats %+v", s)
 	}
@@ -332,7 +334,7 @@ func TestRedisConsumerRebuildsWhenUnreadEntriesAreTrimmed(t *testing.T) {
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "first"))
-	waitFor(t, "the first revocation", revokedIn(st, "z", "first"))
+	testenv.WaitFor(t, "the first revocation", revokedIn(st, "z", "first"))
 
 	ctx := context.Background()
 	key := f.prefix + StreamSessionsRevoke
@@ -345,7 +347,7 @@ func TestRedisConsumerRebuildsWhenUnreadEntriesAreTrimmed(t *testing.T) {
 			t.Fatal(err)
 		}
 		reads := c.Stats().Reads
-		waitFor(t, "several idle reads", func() bool { return c.Stats().Reads >= reads+3 })
+		testenv.WaitFor(t, "several idle reads", func() bool { return c.Stats().Reads >= reads+3 })
 		if s := c.Stats(); s.Gaps != 0 || s.Rebuilds != 1 {
 			t.Fatalf("stats %+v", s)
 		}
@@ -360,14 +362,14 @@ func TestRedisConsumerRebuildsWhenUnreadEntriesAreTrimmed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the gap to be noticed", func() bool { return c.Stats().Gaps == 1 })
-		waitFor(t, "the rebuild", func() bool { return c.Stats().Rebuilds == 2 })
+		testenv.WaitFor(t, "the gap to be noticed", func() bool { return c.Stats().Gaps == 1 })
+		testenv.WaitFor(t, "the rebuild", func() bool { return c.Stats().Rebuilds == 2 })
 		reads := c.Stats().Reads
-		waitFor(t, "several idle reads", func() bool { return c.Stats().Reads >= reads+3 })
+		testenv.WaitFor(t, "several idle reads", func() bool { return c.Stats().Reads >= reads+3 })
 		if s := c.Stats(); s.Gaps != 1 || s.Rebuilds != 2 {
 			t.Fatalf("the consumer keeps rebuilding: %+v", s)
 		}
 		f.revoke(t, sessionEvent("z", "after-gap"))
-		waitFor(t, "a revocation after the gap", revokedIn(st, "z", "after-gap"))
+		testenv.WaitFor(t, "a revocation after the gap", revokedIn(st, "z", "after-gap"))
 	})
 }

@@ -5,8 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/internal/store/postgres"
@@ -29,14 +27,7 @@ func openPostgres(t testing.TB) store.Store {
 		t.Fatalf("opening PostgreSQL (run `make services`): %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	conn, err := pgx.Connect(context.Background(), databaseURL)
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL (run `make services`): %v", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "TRUNCATE zones, admin_tokens, audit_events CASCADE"); err != nil {
-		t.Fatalf("emptying the test database: %v", err)
-	}
+	testenv.EmptyDatabase(t, databaseURL)
 	return st
 }
 

@@ -97,7 +97,7 @@ type Service struct {
 	log      *zap.Logger
 	now      func() time.Time
 	mux      *http.ServeMux
-	sessions *sessionCache
+	state    *stateCache
 
 	mu    sync.RWMutex
 	zones map[string]*zoneState
@@ -195,7 +195,7 @@ func New(opts Options) (*Service, error) {
 	if opts.MaxStaleness <= 0 {
 		opts.MaxStaleness = DefaultRefreshInterval
 	}
-	s.sessions = newSessionCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
+	s.state = newStateCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
 	s.mux = s.routes()
 	return s, nil
 }

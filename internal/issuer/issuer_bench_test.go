@@ -20,6 +20,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/revocation"
 )
@@ -109,7 +110,7 @@ func BenchmarkIssuance(b *testing.B) {
 				var st store.Store = memory.New()
 				if kind == "postgres" {
 					st = openPostgres(b)
-					resetPostgres(b)
+					testenv.EmptyDatabase(b, databaseURL)
 				}
 				// As deployed: state is read through the revocation feed.
 				epochs := new(revocation.Epochs)

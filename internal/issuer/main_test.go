@@ -5,8 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/internal/store/postgres"
@@ -42,21 +40,8 @@ func eachStore(t *testing.T, f func(t *testing.T, open func() store.Store)) {
 	t.Run("postgres", func(t *testing.T) {
 		f(t, func() store.Store {
 			st := openPostgres(t) // applies the migrations on first use
-			resetPostgres(t)
+			testenv.EmptyDatabase(t, databaseURL)
 			return st
 		})
 	})
-}
-
-// resetPostgres empties every table of the package database.
-func resetPostgres(t testing.TB) {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), databaseURL)
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL (run `make services`): %v", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "TRUNCATE zones, admin_tokens CASCADE"); err != nil {
-		t.Fatalf("emptying the test database: %v", err)
-	}
 }

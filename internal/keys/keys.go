@@ -16,13 +16,14 @@ import (
 	"strings"
 )
 
+// sealVersion is the first byte of every sealed key, so that the format can change later.
+const sealVersion byte = 1
+
 const (
 	// KEKSize is the size of a key-encryption key: AES-256.
-	KEKSize = 32
-	// sealVersion is the first byte of every sealed key, so that the format can change later.
-	sealVersion byte = 1
-	nonceSize        = 12
-	tagSize          = 16
+	KEKSize   = 32
+	nonceSize = 12
+	tagSize   = 16
 	// adPrefix starts the associated data; the zone id follows it. The NUL ends the prefix so that no
 	// zone id can be mistaken for a different prefix.
 	adPrefix = "caracal zone key v1\x00"

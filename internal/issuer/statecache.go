@@ -11,30 +11,30 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// maxCachedSessions bounds the per-process session cache (and, separately, the edge
+// maxCached bounds the per-process session cache (and, separately, the edge
 // cache).
-const maxCachedSessions = 100_000
+const maxCached = 100_000
 
 // maxPathEdges bounds a cached path walk: max_hops is at most 10, so a longer chain of
 // parents is not a usable path and is left to storage to answer.
 const maxPathEdges = 10
 
-// sessionCache keeps active sessions read from storage. A session row only ever changes
-// by being revoked, and every revocation reaches this process through the revocation
-// pipeline (the same one the gateways trust), so while that pipeline is fresh an exchange
-// needs no database read: the cached row plus a revocation-set lookup give the same
-// answer. When the pipeline is stale (or absent) every exchange reads storage. Entries
+// stateCache keeps active sessions and delegation edges read from storage. A session
+// row only ever changes by being revoked, and every revocation reaches this process
+// through the revocation pipeline (the same one the gateways trust), so while that
+// pipeline is fresh an exchange needs no database read: the cached row plus a
+// revocation-set lookup give the same answer. When the pipeline is stale (or absent) every exchange reads storage. Entries
 // are also re-read after ttl (the refresh interval), which bounds the damage of a
 // deployment whose processes do not share a transport (local bus on several processes).
-type sessionCache struct {
+type stateCache struct {
 	revoked   *revocation.Store
 	source    revocation.Source
 	staleness time.Duration
 	ttl       time.Duration
 
 	mu      sync.RWMutex
-	entries map[sessionKey]cachedSession
-	edges   map[sessionKey]cachedEdge
+	entries map[cacheKey]cachedSession
+	edges   map[cacheKey]cachedEdge
 }
 
 // cachedEdge is a delegation edge as read from storage. Like a session, an edge only
@@ -50,29 +50,29 @@ type cachedSession struct {
 	fetched time.Time
 }
 
-type sessionKey struct{ zone, sid string }
+type cacheKey struct{ zone, sid string }
 
-func newSessionCache(revoked *revocation.Store, source revocation.Source, staleness, ttl time.Duration) *sessionCache {
+func newStateCache(revoked *revocation.Store, source revocation.Source, staleness, ttl time.Duration) *stateCache {
 	if revoked == nil {
 		return nil
 	}
-	return &sessionCache{revoked: revoked, source: source, staleness: staleness, ttl: ttl,
-		entries: make(map[sessionKey]cachedSession), edges: make(map[sessionKey]cachedEdge)}
+	return &stateCache{revoked: revoked, source: source, staleness: staleness, ttl: ttl,
+		entries: make(map[cacheKey]cachedSession), edges: make(map[cacheKey]cachedEdge)}
 }
 
 // fresh reports whether the revocation set can be trusted now.
-func (c *sessionCache) fresh(now time.Time) bool {
+func (c *stateCache) fresh(now time.Time) bool {
 	return c != nil && (c.source == nil || now.Sub(c.source.LastContact()) <= c.staleness)
 }
 
 // session returns the session's current state: from the cache when the pipeline is
 // fresh, else from storage (caching an active row for later).
 func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Session, error) {
-	c := s.sessions
+	c := s.state
 	now := s.now()
 	if c.fresh(now) {
 		c.mu.RLock()
-		e, ok := c.entries[sessionKey{zoneID, sid}]
+		e, ok := c.entries[cacheKey{zoneID, sid}]
 		c.mu.RUnlock()
 		if ok && now.Sub(e.fetched) < c.ttl {
 			sess := e.sess
@@ -93,24 +93,24 @@ func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Sessio
 }
 
 // putLocked caches an active session, keeping the cache bounded.
-func (c *sessionCache) putLocked(zoneID string, sess store.Session, now time.Time) {
-	if len(c.entries) >= maxCachedSessions {
+func (c *stateCache) putLocked(zoneID string, sess store.Session, now time.Time) {
+	if len(c.entries) >= maxCached {
 		for k, old := range c.entries {
 			if now.Sub(old.fetched) >= c.ttl {
 				delete(c.entries, k)
 			}
 		}
-		if len(c.entries) >= maxCachedSessions {
+		if len(c.entries) >= maxCached {
 			clear(c.entries)
 		}
 	}
-	c.entries[sessionKey{zoneID, sess.ID}] = cachedSession{sess: sess, fetched: now}
+	c.entries[cacheKey{zoneID, sess.ID}] = cachedSession{sess: sess, fetched: now}
 }
 
 // pathSessions returns the zone's sessions among ids (absent ones missing), from the
 // cache where it can and from storage in one query for the rest.
 func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string) (map[string]store.Session, error) {
-	c := s.sessions
+	c := s.state
 	now := s.now()
 	out := make(map[string]store.Session, len(ids))
 	missing := ids
@@ -118,7 +118,7 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 		missing = nil
 		c.mu.RLock()
 		for _, id := range ids {
-			e, ok := c.entries[sessionKey{zoneID, id}]
+			e, ok := c.entries[cacheKey{zoneID, id}]
 			if !ok || now.Sub(e.fetched) >= c.ttl {
 				missing = append(missing, id)
 				continue
@@ -155,12 +155,12 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 // revocation feed is fresh (edges found revoked in the set are marked so; cached is
 // true), else, or on a miss, from storage in one query.
 func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []store.Edge, cached bool, err error) {
-	c := s.sessions
+	c := s.state
 	now := s.now()
 	if c.fresh(now) {
 		c.mu.RLock()
 		for id := edgeID; id != "" && len(path) <= maxPathEdges; {
-			e, ok := c.edges[sessionKey{zoneID, id}]
+			e, ok := c.edges[cacheKey{zoneID, id}]
 			if !ok || now.Sub(e.fetched) >= c.ttl {
 				path = nil
 				break
@@ -185,12 +185,12 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 		return path, false, err
 	}
 	c.mu.Lock()
-	if len(c.edges) >= maxCachedSessions {
+	if len(c.edges) >= maxCached {
 		clear(c.edges)
 	}
 	for _, e := range path {
 		if e.Status == store.StatusActive {
-			c.edges[sessionKey{zoneID, e.ID}] = cachedEdge{edge: e, fetched: now}
+			c.edges[cacheKey{zoneID, e.ID}] = cachedEdge{edge: e, fetched: now}
 		}
 	}
 	c.mu.Unlock()
@@ -201,8 +201,8 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 // at once, so that no exchange of this process can slip between the database write and
 // the event's round trip through the pipeline.
 func (s *Service) recordRevocation(zoneID string, sess store.Session, at time.Time) {
-	if s.sessions == nil {
+	if s.state == nil {
 		return
 	}
-	s.sessions.revoked.Add(revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: sess.RevokeReason, RevokedAt: at, ExpiresAt: sess.ExpiresAt})
+	s.state.revoked.Add(revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: sess.RevokeReason, RevokedAt: at, ExpiresAt: sess.ExpiresAt})
 }
