@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -53,6 +54,11 @@ type Options struct {
 type Relay struct {
 	o    Options
 	wake chan struct{}
+
+	mu      sync.Mutex
+	started uint64        // number of the latest drain pass started
+	done    uint64        // number of the latest drain pass that completed without error
+	passed  chan struct{} // closed and replaced after each such pass
 }
 
 // New returns a Relay; call Run to start it.
@@ -69,7 +75,49 @@ func New(o Options) *Relay {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Relay{o: o, wake: make(chan struct{}, 1)}
+	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
+}
+
+// Flush wakes the relay and waits until a drain pass that started after the call has
+// completed without error: every row committed before the call was then published,
+// by this relay or an earlier pass. It returns ctx's error when ctx ends first (the
+// rows stay pending and the relay keeps trying).
+func (r *Relay) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	// A pass in flight may have read the outbox before the caller's rows were
+	// committed, so only a pass that starts from now on counts. Notify makes one start
+	// at once, or right after the one in flight.
+	target := r.started + 1
+	r.mu.Unlock()
+	r.Notify()
+	for {
+		r.mu.Lock()
+		done, ch := r.done >= target, r.passed
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (r *Relay) passStarted() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started++
+	return r.started
+}
+
+func (r *Relay) passCompleted(n uint64) {
+	r.mu.Lock()
+	r.done = n
+	close(r.passed)
+	r.passed = make(chan struct{})
+	r.mu.Unlock()
 }
 
 // Notify wakes the relay at once. Call it right after a local revocation so that
@@ -95,6 +143,7 @@ func (r *Relay) Run(ctx context.Context) {
 		case <-r.wake:
 		}
 		next := r.o.Interval
+		pass := r.passStarted()
 		if err := r.drain(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -108,6 +157,7 @@ func (r *Relay) Run(ctx context.Context) {
 			r.o.Logger.Warn("publishing outbox rows failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
 		} else {
 			backoff = 0
+			r.passCompleted(pass)
 		}
 		timer.Reset(next)
 	}

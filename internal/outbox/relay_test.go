@@ -353,3 +353,44 @@ func (p *proxy) setCut(cut bool) {
 	}
 	p.conns = nil
 }
+
+func TestRelayFlushReturnsOnceEarlierRowsArePublished(t *testing.T) {
+	s := newStore(t)
+	bus := revocation.NewBus(0, nil)
+	st := revocation.NewStore(nil)
+	defer bus.Attach(st, nil, nil).Close()
+	// An hour-long interval: only the Flush's own wake-up can publish the rows.
+	r := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: time.Hour})
+	run(t, r)
+	waitFor(t, "the relay's first pass", func() bool { return len(pending(t, s)) == 0 })
+	for i := range 5 {
+		sid := fmt.Sprintf("ses-flush-%d", i)
+		revokeSession(t, s, sid, "logout")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := r.Flush(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
+		// No waiting: Flush's return is the promise.
+		if _, hit := st.Revoked(zone, sid); !hit {
+			t.Fatalf("%s not applied when Flush returned", sid)
+		}
+	}
+}
+
+func TestRelayFlushGivesUpWithItsContext(t *testing.T) {
+	s := newStore(t)
+	pub := &flaky{fails: 1 << 30, store: s}
+	r := outbox.New(outbox.Options{Store: s, Publisher: pub, Interval: time.Hour})
+	run(t, r)
+	revokeSession(t, s, "ses-stuck", "logout")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with a dead publisher: %v, want the context's deadline", err)
+	}
+	if len(pending(t, s)) != 1 {
+		t.Fatal("the unpublished row left the outbox")
+	}
+}
