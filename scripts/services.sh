@@ -34,10 +34,6 @@ redis_answers() {
 
 pg_up() { tcp_open "$PG_HOST" "$PG_PORT"; }
 
-if pg_up && redis_answers; then
-	log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) already answer; nothing to do."
-	exit 0
-fi
 
 # as_root runs a command as root, through sudo when this shell is not root.
 as_root() {
@@ -61,6 +57,17 @@ apt_install() {
 	log "installing $*"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
+
+# The fault tests start private redis-server processes of their own (on other ports),
+# so the binary must be installed even when a Redis server already answers.
+if ! command -v redis-server >/dev/null; then
+	apt_install redis-server
+fi
+
+if pg_up && redis_answers; then
+	log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) already answer; nothing to do."
+	exit 0
+fi
 
 # pg_version prints the major version of the newest installed PostgreSQL cluster
 # configuration, or nothing.

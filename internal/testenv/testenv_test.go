@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -186,5 +187,27 @@ func TestRequireRedisFailsNamingMakeServices(t *testing.T) {
 	defer rec.mu.Unlock()
 	if !strings.Contains(rec.msg, "make services") {
 		t.Errorf("failure message %q does not name `make services`", rec.msg)
+	}
+}
+
+func TestPrivateRedisServerLosesItsDataOnRestart(t *testing.T) {
+	s := StartRedisServer(t)
+	c := s.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart()
+	n, err := c.Exists(ctx, "k").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatal("the key survived a restart of a server without persistence")
+	}
+	s.Stop()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("a stopped server still answers")
 	}
 }
