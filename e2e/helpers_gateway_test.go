@@ -49,6 +49,9 @@ type gatewayConfig struct {
 	// revocation is the revocation option of the STS and of every gateway route:
 	// "revocation local" when empty.
 	revocation string
+	// inheritRevocation leaves the revocation option out of the caracal_mandate blocks,
+	// so that they use the STS's.
+	inheritRevocation bool
 	// sts adds options to the caracal_sts block.
 	sts string
 	// serveSTS puts the STS endpoints in the site.
@@ -97,6 +100,10 @@ func (c gatewayConfig) build(t testing.TB) func(port, admin int) string {
 		if rev == "" {
 			rev = "revocation local"
 		}
+		routeRev := rev
+		if c.inheritRevocation {
+			routeRev = ""
+		}
 		mandate := func(scopes, extra string) string {
 			return fmt.Sprintf(`caracal_mandate {
 			issuer %[1]s/zones/alpha
@@ -105,7 +112,7 @@ func (c gatewayConfig) build(t testing.TB) func(port, admin int) string {
 			%[3]s
 			%[4]s
 			%[5]s
-		}`, base, scopes, rev, c.mandate, extra)
+		}`, base, scopes, routeRev, c.mandate, extra)
 		}
 		proxy := func(to string) string {
 			return fmt.Sprintf("reverse_proxy %s {\n\t\t\tflush_interval -1\n\t\t}", to)
