@@ -182,7 +182,7 @@ func TestVerifierBoundsConcurrentChecks(t *testing.T) {
 		for i := range 12 {
 			wg.Go(func() {
 				// Distinct clients so that nothing is served from the cache.
-				if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: string(rune('a'+i)), QueueKey: string(rune('a'+i)), PHC: phc, Secret: "pw"}); err != nil || !ok {
+				if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: string(rune('a' + i)), QueueKey: string(rune('a' + i)), PHC: phc, Secret: "pw"}); err != nil || !ok {
 					t.Error(ok, err)
 				}
 			})
