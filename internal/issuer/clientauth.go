@@ -13,6 +13,10 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
+// unknownClientsKey is the fair-queue key shared by the unknown client ids of a zone; a known
+// client's key is "id:" and its id.
+const unknownClientsKey = "unknown"
+
 // throttledError is an attempt refused by the throttle before any work.
 type throttledError struct{ wait time.Duration }
 
@@ -22,7 +26,9 @@ func (e *throttledError) Error() string { return "too many failed authentication
 // A secret verified within the cache TTL passes at once. Otherwise the attempt is reserved on the
 // (client, source), source and client counters before any Argon2 work, whether the client id
 // exists or not, so that the answers do not tell which ids exist; the work then waits its turn in
-// the verifier's fair queue under the source address.
+// the verifier's fair queue under the client id (all unknown ids of a zone share one turn), so a
+// flood aimed at one client, or of unknown ids, from any number of addresses delays another client
+// of the zone by about one Argon2 run.
 func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Request, ca clientAuth) *oauthError {
 	fail := func() *oauthError {
 		e := newError(http.StatusUnauthorized, codeInvalidClient, "client authentication failed")
@@ -65,10 +71,10 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 	}
 	var ok bool
 	if found {
-		ok, err = s.secrets.Verify(ctx, secret.Request{ZoneID: zoneID, ClientID: ca.id, PHC: app.SecretHash, Secret: ca.secret, QueueKey: source, Admit: admit})
+		ok, err = s.secrets.Verify(ctx, secret.Request{ZoneID: zoneID, ClientID: ca.id, PHC: app.SecretHash, Secret: ca.secret, QueueKey: "id:" + ca.id, Admit: admit})
 	} else if err = admit(); err == nil {
 		// Spend the same Argon2 cost so that timing does not reveal which ids exist.
-		err = s.secrets.DummyCheck(ctx, zoneID, source, ca.secret)
+		err = s.secrets.DummyCheck(ctx, zoneID, unknownClientsKey, ca.secret)
 	}
 	if err != nil {
 		var th *throttledError
@@ -79,7 +85,7 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 			return e
 		case errors.Is(err, secret.ErrKeyBusy):
 			settle(attemptAborted)
-			e := newError(http.StatusTooManyRequests, codeSlowDown, "too many client authentications in progress from this address; retry later")
+			e := newError(http.StatusTooManyRequests, codeSlowDown, "too many authentications of this client in progress; retry later")
 			e.retryAfter = 1
 			return e
 		case errors.Is(err, secret.ErrBusy):

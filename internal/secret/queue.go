@@ -17,9 +17,9 @@ var ErrBusy = errors.New("secret verification queue is full")
 var ErrKeyBusy = errors.New("too many secret verifications in progress for this key")
 
 // queue hands out a bounded number of Argon2 slots. Waiters are grouped by zone and, inside a zone,
-// by key; slots go round robin over the zones that have waiters and, inside the chosen zone, round
-// robin over its keys, so a flood under one key (or one zone) waits behind itself and delays another
-// key by at most one turn of the ring.
+// by key. A freed slot goes to the waiting zone that holds the fewest slots and, inside it, to the
+// waiting key that holds the fewest, ties served round robin; so a flood under one key (or one
+// zone), which holds slots, waits behind itself, and a newcomer gets the next free slot.
 type queue struct {
 	mu        sync.Mutex
 	free      int // slots not held
@@ -33,6 +33,7 @@ type queue struct {
 
 type zoneQueue struct {
 	name string
+	held int // slots held by this zone's keys
 	keys map[string]*keyQueue
 	ring []*keyQueue // keys with waiters, next served first
 }
@@ -77,6 +78,7 @@ func (q *queue) acquire(ctx context.Context, zone, key string) error {
 	case q.free > 0 && q.queued == 0:
 		q.free--
 		k.held++
+		z.held++
 		q.mu.Unlock()
 		return nil
 	case q.queued >= q.maxQueued:
@@ -118,35 +120,50 @@ func (q *queue) acquire(ctx context.Context, zone, key string) error {
 	return cause
 }
 
-// release returns a slot held by (zone, key) and hands it to the next waiter in round-robin order.
+// release returns a slot held by (zone, key) and hands it to the next waiter in the order above.
 func (q *queue) release(zone, key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	z := q.zones[zone]
 	k := z.keys[key]
 	k.held--
+	z.held--
 	q.dropIfIdle(z, k)
 	if len(q.ring) == 0 {
 		q.free++
 		return
 	}
-	nz := q.ring[0]
-	nk := nz.ring[0]
+	zi := fewest(q.ring, func(z *zoneQueue) int { return z.held })
+	nz := q.ring[zi]
+	ki := fewest(nz.ring, func(k *keyQueue) int { return k.held })
+	nk := nz.ring[ki]
 	w := nk.waiters[0]
 	nk.waiters = nk.waiters[1:]
 	nk.held++
+	nz.held++
 	q.queued--
 	// Served: the key goes to the back of its zone's ring, the zone to the back of the ring.
-	nz.ring = nz.ring[1:]
+	nz.ring = append(nz.ring[:ki], nz.ring[ki+1:]...)
 	if len(nk.waiters) > 0 {
 		nz.ring = append(nz.ring, nk)
 	}
-	q.ring = q.ring[1:]
+	q.ring = append(q.ring[:zi], q.ring[zi+1:]...)
 	if len(nz.ring) > 0 {
 		q.ring = append(q.ring, nz)
 	}
 	w.granted = true
 	close(w.ready)
+}
+
+// fewest returns the index of the first element with the smallest held count.
+func fewest[T any](ring []T, held func(T) int) int {
+	best := 0
+	for i := 1; i < len(ring); i++ {
+		if held(ring[i]) < held(ring[best]) {
+			best = i
+		}
+	}
+	return best
 }
 
 // removeWaiter takes a waiter that gave up out of its key, and the key or zone out of the rings

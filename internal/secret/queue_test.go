@@ -75,6 +75,40 @@ func TestQueueServesKeysRoundRobin(t *testing.T) {
 	}
 }
 
+// TestQueueServesTheKeyHoldingFewestSlots: with both slots held by a flood, the next free slot goes
+// to a newcomer, not to the flood's own next waiter that queued earlier.
+func TestQueueServesTheKeyHoldingFewestSlots(t *testing.T) {
+	v, c, _ := newTestVerifier(VerifierOptions{MaxConcurrent: 2, MaxPerKey: 100, MaxWait: time.Minute})
+	c.hold, c.started = make(chan struct{}), make(chan string, 16)
+	phc := cheapPHC("pw", 64, 1, 1)
+	var wg sync.WaitGroup
+	check := func(key, secret string) {
+		wg.Go(func() {
+			if _, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: secret, QueueKey: key, PHC: phc, Secret: secret}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	check("flood", "f0")
+	check("flood", "f1")
+	<-c.started
+	<-c.started // the flood holds both slots
+	check("flood", "f2")
+	check("flood", "f3")
+	waitQueued(t, v, 2)
+	check("legit", "legit")
+	waitQueued(t, v, 3)
+	c.hold <- struct{}{} // one flood check ends
+	if next := <-c.started; next != "legit" {
+		t.Fatalf("the freed slot went to %s, want the newcomer", next)
+	}
+	close(c.hold)
+	for range 2 {
+		<-c.started
+	}
+	wg.Wait()
+}
+
 func TestQueueRefusesBeyondItsBounds(t *testing.T) {
 	phc := cheapPHC("pw", 64, 1, 1)
 	t.Run("per key", func(t *testing.T) {

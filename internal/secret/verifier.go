@@ -25,7 +25,7 @@ type VerifierOptions struct {
 	MaxPerKey int
 	// MaxQueued bounds the checks waiting in all (default 256); more are refused with ErrBusy.
 	MaxQueued int
-	// MaxWait bounds how long a check waits for a slot (default 2s); past it the check is refused
+	// MaxWait bounds how long a check waits for a slot (default 3s); past it the check is refused
 	// with ErrBusy.
 	MaxWait time.Duration
 	// CacheTTL is how long a successful check is remembered (default 5 minutes).
@@ -79,7 +79,7 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 		maxQueued = 256
 	}
 	if maxWait <= 0 {
-		maxWait = 2 * time.Second
+		maxWait = 3 * time.Second
 	}
 	v.queue = newQueue(n, perKey, maxQueued, maxWait)
 	if v.ttl <= 0 {

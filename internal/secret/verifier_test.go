@@ -31,6 +31,7 @@ type counting struct {
 	runs, inFlight, maxInFlight atomic.Int32
 	hold                        chan struct{} // when non-nil, each run waits for it to close
 	entered                     chan struct{} // when non-nil, signalled as each run starts
+	started                     chan string   // when non-nil, gets each run's secret as it starts
 }
 
 func (c *counting) install(v *Verifier) {
@@ -46,6 +47,9 @@ func (c *counting) install(v *Verifier) {
 		}
 		if c.entered != nil {
 			c.entered <- struct{}{}
+		}
+		if c.started != nil {
+			c.started <- secret
 		}
 		if c.hold != nil {
 			<-c.hold
