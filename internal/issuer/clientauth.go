@@ -18,7 +18,17 @@ import (
 const unknownClientsKey = "unknown"
 
 // throttledError is an attempt refused by the throttle before any work.
-type throttledError struct{ wait time.Duration }
+type throttledError struct {
+	wait  time.Duration
+	scope string
+}
+
+// lockoutReasons are the error descriptions of a refusal by each counter.
+var lockoutReasons = map[string]string{
+	scopeClientSource: "too many failed authentications for this client from this address; retry later",
+	scopeSource:       "too many failed authentications from this address; retry later",
+	scopeClient:       "too many failed authentications for this client; retry later",
+}
 
 func (e *throttledError) Error() string { return "too many failed authentications" }
 
@@ -52,9 +62,9 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 	}
 	var res *reservation
 	admit := func() error {
-		rv, wait, _ := s.throttle.reserve(counters, s.now())
+		rv, wait, c := s.throttle.reserve(counters, s.now())
 		if rv == nil {
-			return &throttledError{wait: wait}
+			return &throttledError{wait: wait, scope: c.scope}
 		}
 		res = rv
 		return nil
@@ -80,7 +90,7 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 		var th *throttledError
 		switch {
 		case errors.As(err, &th):
-			e := newError(http.StatusTooManyRequests, codeSlowDown, "too many failed authentications for this client; retry later")
+			e := newError(http.StatusTooManyRequests, codeSlowDown, lockoutReasons[th.scope])
 			e.retryAfter = int((th.wait + time.Second - 1) / time.Second)
 			return e
 		case errors.Is(err, secret.ErrKeyBusy):

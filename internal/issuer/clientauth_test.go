@@ -106,7 +106,9 @@ func TestUnknownClientFloodIsThrottledPerSource(t *testing.T) {
 	}
 	// The source is locked out in this zone, for every id, so the answer tells nothing about which
 	// ids exist; it costs no Argon2.
-	oauthErr(t, e.auth("demo", "ghost-x", "guess", attacker), http.StatusTooManyRequests, codeSlowDown)
+	if body := oauthErr(t, e.auth("demo", "ghost-x", "guess", attacker), http.StatusTooManyRequests, codeSlowDown); body["error_description"] != lockoutReasons[scopeSource] {
+		t.Fatalf("refusal of a locked-out source says %q", body["error_description"])
+	}
 	oauthErr(t, e.auth("demo", "agent", "wrong", attacker), http.StatusTooManyRequests, codeSlowDown)
 	if v.Runs() != runs {
 		t.Fatalf("a locked-out source ran Argon2 (%d -> %d)", runs, v.Runs())
@@ -185,7 +187,9 @@ func TestAttackerCannotLockOutTheRealClient(t *testing.T) {
 		}
 		// Four failures from two sources reach the client-wide limit: a first verification from a
 		// new source is refused...
-		oauthErr(t, e.auth("demo", "agent", "demo-agent-secret", "198.51.100.3"), http.StatusTooManyRequests, codeSlowDown)
+		if body := oauthErr(t, e.auth("demo", "agent", "demo-agent-secret", "198.51.100.3"), http.StatusTooManyRequests, codeSlowDown); body["error_description"] != lockoutReasons[scopeClient] {
+			t.Fatalf("refusal of a locked-out client says %q", body["error_description"])
+		}
 		// ...but a secret verified before is still accepted, and other zones are unaffected.
 		if rec := e.auth("demo", "reader", "demo-reader-secret", "198.51.100.3"); rec.Code != http.StatusOK {
 			t.Fatalf("recently verified client during a global lockout: %d %s", rec.Code, rec.Body)
