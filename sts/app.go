@@ -165,6 +165,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RevocationSource:   a.pipeline.Source,
 		Epochs:             a.pipeline.Epochs,
 		Logger:             a.logger,
+		ClientIP:           clientIP,
 	})
 	if err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)

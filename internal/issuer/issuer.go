@@ -64,10 +64,20 @@ type Options struct {
 	// RefreshInterval bounds how stale this process's view of a zone's keys, policy version
 	// and resources may be when another process changed them.
 	RefreshInterval time.Duration
-	// FailureLimit failed client authentications per FailureWindow lead to slow_down.
-	FailureLimit  int
-	FailureWindow time.Duration
-	Secrets       *secret.Verifier
+	// FailureLimit failed authentications of one client id from one source address per
+	// FailureWindow lock that pair out (slow_down). SourceFailureLimit (default 4×FailureLimit)
+	// failures from one source address for any client ids of a zone, unknown ids included, lock
+	// out the source in that zone; ClientFailureLimit (default 20×FailureLimit) failures of one
+	// client id from all sources lock out the client. A secret verified within the verifier's
+	// cache TTL is accepted even while locked out.
+	FailureLimit       int
+	SourceFailureLimit int
+	ClientFailureLimit int
+	FailureWindow      time.Duration
+	Secrets            *secret.Verifier
+	// ClientIP returns the source address of a request that lockouts and the Argon2 queue are
+	// keyed by; nil means the host of RemoteAddr.
+	ClientIP func(*http.Request) string
 	// Revoked is called after a revocation was stored (its outbox rows included), so
 	// the relay can publish at once instead of at its next poll.
 	Revoked func()
@@ -169,11 +179,24 @@ func New(opts Options) (*Service, error) {
 	if opts.FailureLimit <= 0 {
 		opts.FailureLimit = DefaultFailureLimit
 	}
+	if opts.SourceFailureLimit <= 0 {
+		opts.SourceFailureLimit = 4 * opts.FailureLimit
+	}
+	if opts.ClientFailureLimit <= 0 {
+		opts.ClientFailureLimit = 20 * opts.FailureLimit
+	}
 	if opts.FailureWindow <= 0 {
 		opts.FailureWindow = DefaultFailureWindow
 	}
 	if opts.Secrets == nil {
-		opts.Secrets = secret.NewVerifier(secret.VerifierOptions{})
+		v, err := secret.NewVerifier(secret.VerifierOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("issuer: %w", err)
+		}
+		opts.Secrets = v
+	}
+	if opts.ClientIP == nil {
+		opts.ClientIP = remoteHost
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -187,7 +210,7 @@ func New(opts Options) (*Service, error) {
 		store:    opts.Store,
 		policy:   opts.Policy,
 		secrets:  opts.Secrets,
-		throttle: newThrottle(opts.FailureLimit, opts.FailureWindow, 100_000),
+		throttle: newThrottle(opts.FailureWindow, 100_000),
 		log:      opts.Logger,
 		now:      opts.Now,
 		zones:    make(map[string]*zoneState),

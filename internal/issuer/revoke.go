@@ -46,7 +46,7 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ca.present {
-		if oerr := s.authenticate(ctx, zoneID, ca); oerr != nil {
+		if oerr := s.authenticate(ctx, zoneID, r, ca); oerr != nil {
 			writeError(w, realm, oerr)
 			return
 		}

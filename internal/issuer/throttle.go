@@ -5,12 +5,20 @@ import (
 	"time"
 )
 
-// throttle counts failed client authentications per (zone, client) in a fixed window.
-// Once a client reaches the limit, authentication for it is refused with slow_down
-// (before any Argon2 work) until the window ends, whoever presents the credentials.
+// Lockout scopes: the counters an authentication attempt is charged to.
+const (
+	scopeClientSource = "client_source" // one client id from one source address in a zone
+	scopeSource       = "source"        // every client id from one source address in a zone
+	scopeClient       = "client"        // one client id from every source in a zone
+)
+
+// throttle counts client authentication attempts in fixed windows under several counters at once.
+// An attempt is reserved on all its counters before any Argon2 work starts and settled afterwards,
+// so attempts in flight count against the limit: however many arrive at once, no more than the
+// limit of them can run. A counter whose failures plus attempts in flight reach its limit refuses
+// further attempts until its window ends.
 type throttle struct {
 	mu      sync.Mutex
-	limit   int
 	window  time.Duration
 	max     int
 	entries map[string]*throttleEntry
@@ -19,55 +27,120 @@ type throttle struct {
 type throttleEntry struct {
 	start    time.Time
 	failures int
+	pending  int
 }
 
-func newThrottle(limit int, window time.Duration, maxEntries int) *throttle {
-	return &throttle{limit: limit, window: window, max: maxEntries, entries: make(map[string]*throttleEntry)}
+// counter is one key an attempt is charged to, with its limit.
+type counter struct {
+	scope string
+	key   string
+	limit int
 }
 
-// blocked reports how long the key must wait; zero means it may try.
-func (t *throttle) blocked(key string, now time.Time) time.Duration {
+// reservation is one attempt counted on its counters' entries.
+type reservation struct {
+	counters []counter
+	entries  []*throttleEntry
+}
+
+// outcome of a reserved attempt.
+type outcome int
+
+const (
+	attemptFailed    outcome = iota // a wrong secret, an unknown or disabled client
+	attemptSucceeded                // the secret matched
+	attemptAborted                  // no Argon2 run happened (queue full, cancelled)
+)
+
+func newThrottle(window time.Duration, maxEntries int) *throttle {
+	return &throttle{window: window, max: maxEntries, entries: make(map[string]*throttleEntry)}
+}
+
+// reserve counts an attempt on every counter, or on none when one of them is at its limit; then
+// it returns the wait until that counter's window ends (one second when only attempts in flight
+// fill it, since they may yet succeed) and the counter.
+func (t *throttle) reserve(cs []counter, now time.Time) (*reservation, time.Duration, counter) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var wait time.Duration
+	var blocking counter
+	for _, c := range cs {
+		e := t.live(c.key, now)
+		if e == nil || e.failures+e.pending < c.limit {
+			continue
+		}
+		w := time.Second
+		if e.failures >= c.limit {
+			w = e.start.Add(t.window).Sub(now)
+		}
+		if w > wait {
+			wait, blocking = w, c
+		}
+	}
+	if wait > 0 {
+		return nil, wait, blocking
+	}
+	r := &reservation{counters: cs, entries: make([]*throttleEntry, len(cs))}
+	for i, c := range cs {
+		e := t.live(c.key, now)
+		if e == nil {
+			if len(t.entries) >= t.max {
+				t.sweep(now)
+			}
+			e = &throttleEntry{start: now}
+			t.entries[c.key] = e
+		}
+		e.pending++
+		r.entries[i] = e
+	}
+	return r, 0, counter{}
+}
+
+// settle records the outcome of a reserved attempt and returns the counters it locked, that is
+// whose failures reached their limit with this attempt. A success forgives the failures of its
+// (client, source) counter; on the wider counters it only releases its own reservation, so that
+// an attacker's failures from elsewhere still count.
+func (t *throttle) settle(r *reservation, o outcome) []counter {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var locked []counter
+	for i, e := range r.entries {
+		c := r.counters[i]
+		e.pending = max(0, e.pending-1)
+		switch o {
+		case attemptFailed:
+			e.failures++
+			if e.failures == c.limit {
+				locked = append(locked, c)
+			}
+		case attemptSucceeded:
+			if c.scope == scopeClientSource {
+				e.failures = 0
+			}
+		}
+		// An entry replaced after its window ended or by a sweep is no longer in the table.
+		if e.failures == 0 && e.pending == 0 && t.entries[c.key] == e {
+			delete(t.entries, c.key)
+		}
+	}
+	return locked
+}
+
+// live returns the entry of key if its window has not ended, dropping an expired one.
+func (t *throttle) live(key string, now time.Time) *throttleEntry {
 	e, ok := t.entries[key]
 	if !ok {
-		return 0
+		return nil
 	}
-	end := e.start.Add(t.window)
-	if !now.Before(end) {
+	if !now.Before(e.start.Add(t.window)) {
 		delete(t.entries, key)
-		return 0
+		return nil
 	}
-	if e.failures < t.limit {
-		return 0
-	}
-	return end.Sub(now)
-}
-
-// fail records a failed attempt.
-func (t *throttle) fail(key string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[key]
-	if !ok || !now.Before(e.start.Add(t.window)) {
-		if !ok && len(t.entries) >= t.max {
-			t.sweep(now)
-		}
-		e = &throttleEntry{start: now}
-		t.entries[key] = e
-	}
-	e.failures++
-}
-
-// succeed forgets the key's failures.
-func (t *throttle) succeed(key string) {
-	t.mu.Lock()
-	delete(t.entries, key)
-	t.mu.Unlock()
+	return e
 }
 
 // sweep drops expired windows; if the table is still full it is cleared, which only
-// forgets failure counts (it never blocks anyone), bounding memory under a flood of ids.
+// forgets counts (it never blocks anyone), bounding memory under a flood of ids.
 func (t *throttle) sweep(now time.Time) {
 	for k, e := range t.entries {
 		if !now.Before(e.start.Add(t.window)) {

@@ -93,45 +93,6 @@ func readClientAuth(r *http.Request, f *form) (clientAuth, *oauthError) {
 	return clientAuth{present: true, id: f.get("client_id"), secret: f.get("client_secret")}, nil
 }
 
-// authenticate verifies client credentials against the zone's application.
-func (s *Service) authenticate(ctx context.Context, zoneID string, ca clientAuth) *oauthError {
-	fail := func() *oauthError {
-		e := newError(http.StatusUnauthorized, codeInvalidClient, "client authentication failed")
-		e.basic = ca.basic
-		return e
-	}
-	key := zoneID + "\x00" + ca.id
-	if wait := s.throttle.blocked(key, s.now()); wait > 0 {
-		e := newError(http.StatusTooManyRequests, codeSlowDown, "too many failed authentications for this client; retry later")
-		e.retryAfter = int((wait + time.Second - 1) / time.Second)
-		return e
-	}
-	app, err := s.store.GetApplication(ctx, zoneID, ca.id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// Spend the same Argon2 cost so that timing does not reveal which ids exist.
-		s.secrets.DummyCheck(ctx, ca.secret)
-		return fail()
-	case err != nil:
-		s.log.Warn("client lookup failed", zap.String("zone", zoneID), zap.Error(err))
-		return unavailable("client could not be verified")
-	}
-	ok, err := s.secrets.Verify(ctx, zoneID, ca.id, app.SecretHash, ca.secret)
-	if err != nil {
-		if ctx.Err() != nil {
-			return unavailable("client verification was cancelled")
-		}
-		s.log.Warn("client secret verification failed", zap.String("zone", zoneID), zap.String("client_id", ca.id), zap.Error(err))
-		return fail()
-	}
-	if !ok || app.Disabled {
-		s.throttle.fail(key, s.now())
-		return fail()
-	}
-	s.throttle.succeed(key)
-	return nil
-}
-
 // clientCredentials issues a session mandate (SPEC.md 2.1).
 func (s *Service) clientCredentials(ctx context.Context, zoneID string, r *http.Request, f *form) (*tokenResponse, *oauthError) {
 	ca, oerr := readClientAuth(r, f)
@@ -147,7 +108,7 @@ func (s *Service) clientCredentials(ctx context.Context, zoneID string, r *http.
 	if err != nil {
 		return nil, s.zoneFailure(zoneID, err)
 	}
-	if oerr := s.authenticate(ctx, zoneID, ca); oerr != nil {
+	if oerr := s.authenticate(ctx, zoneID, r, ca); oerr != nil {
 		return nil, oerr
 	}
 	now := s.now().Truncate(time.Second)
@@ -250,7 +211,7 @@ func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, 
 		return nil, s.zoneFailure(zoneID, err)
 	}
 	if ca.present {
-		if oerr := s.authenticate(ctx, zoneID, ca); oerr != nil {
+		if oerr := s.authenticate(ctx, zoneID, r, ca); oerr != nil {
 			return nil, oerr
 		}
 	}

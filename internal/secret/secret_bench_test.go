@@ -7,18 +7,21 @@ import (
 
 // BenchmarkVerifyCached is the cost of a repeat authentication inside the cache TTL.
 func BenchmarkVerifyCached(b *testing.B) {
-	v := NewVerifier(VerifierOptions{})
+	v, err := NewVerifier(VerifierOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	phc, err := Hash("pw")
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+	if ok, err := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw"}); err != nil || !ok {
 		b.Fatal(ok, err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+		if ok, err := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw"}); err != nil || !ok {
 			b.Fatal(ok, err)
 		}
 	}

@@ -7,43 +7,59 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // VerifierOptions configures a Verifier; zero values take the defaults.
 type VerifierOptions struct {
-	// MaxConcurrent bounds the Argon2 runs in flight (default 2): each holds 64 MiB, and an
-	// unbounded number would let a burst of bad credentials exhaust memory.
+	// MaxConcurrent bounds the Argon2 runs in flight (default GOMAXPROCS, at most 8): each holds
+	// 64 MiB, and an unbounded number would let a burst of bad credentials exhaust memory.
 	MaxConcurrent int
+	// MaxPerKey bounds the checks running or waiting under one queue key (default 4); more are
+	// refused with ErrKeyBusy.
+	MaxPerKey int
+	// MaxQueued bounds the checks waiting in all (default 256); more are refused with ErrBusy.
+	MaxQueued int
+	// MaxWait bounds how long a check waits for a slot (default 3s); past it the check is refused
+	// with ErrBusy.
+	MaxWait time.Duration
 	// CacheTTL is how long a successful check is remembered (default 5 minutes).
 	CacheTTL time.Duration
 	// MaxEntries bounds the success cache (default 10000).
 	MaxEntries int
+	// DummyHash is a PHC string whose cost DummyCheck spends; empty means the cost of Hash.
+	DummyHash string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Verifier checks client secrets against stored hashes with bounded concurrency and a cache of
-// recent successes. It is safe for concurrent use.
+// Verifier checks client secrets against stored hashes with bounded concurrency, a fair queue and a
+// cache of recent successes. It is safe for concurrent use.
 type Verifier struct {
-	slots      chan struct{}
+	queue      *queue
 	ttl        time.Duration
 	maxEntries int
 	now        func() time.Time
 	// check is Check; tests wrap it to count and pace the real Argon2 runs.
 	check func(phc, secret string) (bool, error)
+	runs  atomic.Uint64
 	// key makes cache keys unpredictable and meaningless outside this process.
 	key [32]byte
 	// dummyPHC has the cost of a real hash and matches nothing; DummyCheck runs it.
 	dummyPHC string
+	flight   singleflight.Group
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]time.Time // cache key -> expiry
 }
 
-// NewVerifier returns a Verifier.
-func NewVerifier(opts VerifierOptions) *Verifier {
+// NewVerifier returns a Verifier. A DummyHash that does not parse is an error.
+func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 	v := &Verifier{
 		ttl:        opts.CacheTTL,
 		maxEntries: opts.MaxEntries,
@@ -53,9 +69,19 @@ func NewVerifier(opts VerifierOptions) *Verifier {
 	}
 	n := opts.MaxConcurrent
 	if n <= 0 {
-		n = 2
+		n = min(runtime.GOMAXPROCS(0), 8)
 	}
-	v.slots = make(chan struct{}, n)
+	perKey, maxQueued, maxWait := opts.MaxPerKey, opts.MaxQueued, opts.MaxWait
+	if perKey <= 0 {
+		perKey = 4
+	}
+	if maxQueued <= 0 {
+		maxQueued = 256
+	}
+	if maxWait <= 0 {
+		maxWait = 3 * time.Second
+	}
+	v.queue = newQueue(n, perKey, maxQueued, maxWait)
 	if v.ttl <= 0 {
 		v.ttl = 5 * time.Minute
 	}
@@ -67,56 +93,91 @@ func NewVerifier(opts VerifierOptions) *Verifier {
 	}
 	// crypto/rand.Read never fails on supported platforms (it crashes the program instead).
 	_, _ = rand.Read(v.key[:])
-	salt, sum := make([]byte, saltSize), make([]byte, keySize)
+	p := params{memory: hashMemory, time: hashTime, threads: hashThreads}
+	keyLen := keySize
+	if opts.DummyHash != "" {
+		dp, _, dk, err := parse(opts.DummyHash)
+		if err != nil {
+			return nil, fmt.Errorf("dummy hash: %w", err)
+		}
+		p, keyLen = dp, len(dk)
+	}
+	salt, sum := make([]byte, saltSize), make([]byte, keyLen)
 	_, _ = rand.Read(salt)
 	_, _ = rand.Read(sum)
-	v.dummyPHC = params{memory: hashMemory, time: hashTime, threads: hashThreads}.encode(salt, sum)
-	return v
+	v.dummyPHC = p.encode(salt, sum)
+	return v, nil
 }
 
-// Verify checks secret against phc for (zoneID, clientID). A success is cached under a keyed hash of
-// all four values, so the cache never holds the secret and a changed secret or hash misses. Waiting
-// for a verification slot honours ctx.
-func (v *Verifier) Verify(ctx context.Context, zoneID, clientID, phc, secret string) (bool, error) {
-	k := v.cacheKey(zoneID, clientID, phc, secret)
+// Runs reports how many Argon2 checks this Verifier has run, dummy checks included.
+func (v *Verifier) Runs() uint64 { return v.runs.Load() }
+
+// Cached reports whether this exact (zoneID, clientID, phc, secret) verified within the cache TTL.
+func (v *Verifier) Cached(zoneID, clientID, phc, secret string) bool {
+	return v.cached(v.cacheKey(zoneID, clientID, phc, secret))
+}
+
+// Request is one verification for Verify.
+type Request struct {
+	ZoneID, ClientID, PHC, Secret string
+	// QueueKey groups the request inside its zone in the fair queue (for example the source address).
+	QueueKey string
+	// Admit, when set, is called before an Argon2 run starts on this caller's behalf, and not when
+	// the answer comes from the cache or from an identical check already in flight; its error is
+	// returned and no run starts.
+	Admit func() error
+}
+
+// Verify checks req.Secret against req.PHC for (ZoneID, ClientID). A success is cached under a keyed
+// hash of all four values, so the cache never holds the secret and a changed secret or hash misses.
+// Identical checks in flight at once share one Argon2 run. Waiting for a slot honours ctx and the
+// queue's bounds (ErrBusy, ErrKeyBusy).
+func (v *Verifier) Verify(ctx context.Context, req Request) (bool, error) {
+	k := v.cacheKey(req.ZoneID, req.ClientID, req.PHC, req.Secret)
 	if v.cached(k) {
 		return true, nil
 	}
-	if err := v.acquire(ctx); err != nil {
-		return false, err
-	}
-	ok, err := v.check(phc, secret)
-	<-v.slots
-	if err != nil {
-		return false, fmt.Errorf("verifying secret of client %q in zone %q: %w", clientID, zoneID, err)
-	}
-	if ok {
-		v.store(k)
-	}
-	return ok, nil
+	res, err, _ := v.flight.Do(string(k[:]), func() (any, error) {
+		if req.Admit != nil {
+			if err := req.Admit(); err != nil {
+				return false, err
+			}
+		}
+		if err := v.queue.acquire(ctx, req.ZoneID, req.QueueKey); err != nil {
+			return false, err
+		}
+		ok, err := v.run(req.PHC, req.Secret)
+		v.queue.release(req.ZoneID, req.QueueKey)
+		if err != nil {
+			return false, fmt.Errorf("verifying secret of client %q in zone %q: %w", req.ClientID, req.ZoneID, err)
+		}
+		if ok {
+			v.store(k)
+		}
+		return ok, nil
+	})
+	return res.(bool), err
 }
 
 // DummyCheck burns the cost of a real check for a client that does not exist, so that response time
-// does not reveal which client ids exist. It returns early only if ctx ends while waiting for a slot.
-func (v *Verifier) DummyCheck(ctx context.Context, secret string) {
-	if err := v.acquire(ctx); err != nil {
-		return
+// does not reveal which client ids exist. It waits in the fair queue under (zoneID, queueKey) and
+// returns the queue's error without running if it gets no slot.
+func (v *Verifier) DummyCheck(ctx context.Context, zoneID, queueKey, secret string) error {
+	if err := v.queue.acquire(ctx, zoneID, queueKey); err != nil {
+		return err
 	}
-	defer func() { <-v.slots }()
+	defer v.queue.release(zoneID, queueKey)
 	// The outcome is always false and is not needed; only the work matters.
-	_, _ = v.check(v.dummyPHC, secret)
+	_, _ = v.run(v.dummyPHC, secret)
+	return nil
 }
 
-func (v *Verifier) acquire(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("waiting for a secret verification slot: %w", err)
+func (v *Verifier) run(phc, secret string) (bool, error) {
+	ok, err := v.check(phc, secret)
+	if err == nil { // an error is a hash that did not parse, which runs nothing
+		v.runs.Add(1)
 	}
-	select {
-	case v.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for a secret verification slot: %w", ctx.Err())
-	}
+	return ok, err
 }
 
 // cacheKey is HMAC-SHA256 under the per-process key of the length-prefixed values, so that no two

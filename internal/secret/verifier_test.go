@@ -31,6 +31,7 @@ type counting struct {
 	runs, inFlight, maxInFlight atomic.Int32
 	hold                        chan struct{} // when non-nil, each run waits for it to close
 	entered                     chan struct{} // when non-nil, signalled as each run starts
+	started                     chan string   // when non-nil, gets each run's secret as it starts
 }
 
 func (c *counting) install(v *Verifier) {
@@ -47,6 +48,9 @@ func (c *counting) install(v *Verifier) {
 		if c.entered != nil {
 			c.entered <- struct{}{}
 		}
+		if c.started != nil {
+			c.started <- secret
+		}
 		if c.hold != nil {
 			<-c.hold
 		}
@@ -59,7 +63,10 @@ func newTestVerifier(opts VerifierOptions) (*Verifier, *counting, *fakeClock) {
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}
-	v := NewVerifier(opts)
+	v, err := NewVerifier(opts)
+	if err != nil {
+		panic(err)
+	}
 	c := &counting{}
 	c.install(v)
 	return v, c, clock
@@ -71,7 +78,7 @@ func TestVerifierCachesSuccesses(t *testing.T) {
 	phc := cheapPHC("pw", 64, 1, 1)
 
 	for i := range 3 {
-		ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw")
+		ok, err := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw"})
 		if err != nil || !ok {
 			t.Fatalf("Verify #%d = %v, %v", i, ok, err)
 		}
@@ -81,7 +88,7 @@ func TestVerifierCachesSuccesses(t *testing.T) {
 	}
 
 	clock.Advance(time.Minute)
-	if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+	if ok, err := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw"}); err != nil || !ok {
 		t.Fatalf("Verify after TTL = %v, %v", ok, err)
 	}
 	if n := c.runs.Load(); n != 2 {
@@ -93,7 +100,7 @@ func TestVerifierCacheMissesOnAnyChange(t *testing.T) {
 	v, c, _ := newTestVerifier(VerifierOptions{})
 	ctx := context.Background()
 	phc := cheapPHC("pw", 64, 1, 1)
-	if ok, err := v.Verify(ctx, "zone-a", "app", phc, "pw"); err != nil || !ok {
+	if ok, err := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw"}); err != nil || !ok {
 		t.Fatalf("Verify = %v, %v", ok, err)
 	}
 
@@ -112,7 +119,7 @@ func TestVerifierCacheMissesOnAnyChange(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := c.runs.Load()
-			ok, err := v.Verify(ctx, tt.zone, tt.client, tt.phc, tt.secret)
+			ok, err := v.Verify(ctx, Request{ZoneID: tt.zone, ClientID: tt.client, PHC: tt.phc, Secret: tt.secret})
 			if err != nil || ok != tt.want {
 				t.Fatalf("Verify = %v, %v; want %v", ok, err, tt.want)
 			}
@@ -124,7 +131,7 @@ func TestVerifierCacheMissesOnAnyChange(t *testing.T) {
 	// Failures are never cached: the wrong secret costs a full check every time.
 	before := c.runs.Load()
 	for range 2 {
-		if ok, _ := v.Verify(ctx, "zone-a", "app", phc, "pw2"); ok {
+		if ok, _ := v.Verify(ctx, Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw2"}); ok {
 			t.Fatal("wrong secret accepted")
 		}
 	}
@@ -136,10 +143,13 @@ func TestVerifierCacheMissesOnAnyChange(t *testing.T) {
 func TestVerifierCacheHoldsNoSecret(t *testing.T) {
 	v, _, _ := newTestVerifier(VerifierOptions{})
 	phc := cheapPHC("pw-that-is-long-enough-to-find", 64, 1, 1)
-	if ok, err := v.Verify(context.Background(), "zone-a", "app", phc, "pw-that-is-long-enough-to-find"); err != nil || !ok {
+	if ok, err := v.Verify(context.Background(), Request{ZoneID: "zone-a", ClientID: "app", PHC: phc, Secret: "pw-that-is-long-enough-to-find"}); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	other := NewVerifier(VerifierOptions{})
+	other, err := NewVerifier(VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	k1 := v.cacheKey("zone-a", "app", phc, "pw-that-is-long-enough-to-find")
 	if k2 := other.cacheKey("zone-a", "app", phc, "pw-that-is-long-enough-to-find"); k1 == k2 {
 		t.Fatal("cache keys do not depend on a per-verifier key")
@@ -155,7 +165,7 @@ func TestVerifierBoundsTheCache(t *testing.T) {
 	v, _, clock := newTestVerifier(VerifierOptions{MaxEntries: 3, CacheTTL: time.Minute})
 	phc := cheapPHC("pw", 64, 1, 1)
 	for _, client := range []string{"a", "b", "c", "d", "e"} {
-		if ok, err := v.Verify(context.Background(), "z", client, phc, "pw"); err != nil || !ok {
+		if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: client, PHC: phc, Secret: "pw"}); err != nil || !ok {
 			t.Fatal(ok, err)
 		}
 		clock.Advance(time.Second)
@@ -176,12 +186,12 @@ func TestVerifierBoundsConcurrentChecks(t *testing.T) {
 		for i := range 12 {
 			wg.Go(func() {
 				// Distinct clients so that nothing is served from the cache.
-				if ok, err := v.Verify(context.Background(), "z", string(rune('a'+i)), phc, "pw"); err != nil || !ok {
+				if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: string(rune('a' + i)), QueueKey: string(rune('a' + i)), PHC: phc, Secret: "pw"}); err != nil || !ok {
 					t.Error(ok, err)
 				}
 			})
 		}
-		wg.Go(func() { v.DummyCheck(context.Background(), "pw") })
+		wg.Go(func() { _ = v.DummyCheck(context.Background(), "z", "dummy", "pw") })
 		wg.Wait()
 		if got := c.maxInFlight.Load(); got > int32(limit) {
 			t.Fatalf("limit %d: %d checks ran at once", limit, got)
@@ -199,7 +209,7 @@ func TestVerifierWaitHonoursContext(t *testing.T) {
 
 	held := make(chan error, 1)
 	go func() {
-		_, err := v.Verify(context.Background(), "z", "first", phc, "pw")
+		_, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: "first", PHC: phc, Secret: "pw"})
 		held <- err
 	}()
 	<-c.entered // the only slot is now taken
@@ -207,12 +217,12 @@ func TestVerifierWaitHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	waiting := make(chan error, 1)
 	go func() {
-		_, err := v.Verify(ctx, "z", "second", phc, "pw")
+		_, err := v.Verify(ctx, Request{ZoneID: "z", ClientID: "second", PHC: phc, Secret: "pw"})
 		waiting <- err
 	}()
 	dummy := make(chan struct{})
 	go func() {
-		v.DummyCheck(ctx, "pw")
+		_ = v.DummyCheck(ctx, "z", "dummy", "pw")
 		close(dummy)
 	}()
 	cancel()
@@ -231,7 +241,9 @@ func TestVerifierWaitHonoursContext(t *testing.T) {
 
 func TestDummyCheckRunsAFullCostCheck(t *testing.T) {
 	v, c, _ := newTestVerifier(VerifierOptions{})
-	v.DummyCheck(context.Background(), "anything")
+	if err := v.DummyCheck(context.Background(), "z", "k", "anything"); err != nil {
+		t.Fatal(err)
+	}
 	if n := c.runs.Load(); n != 1 {
 		t.Fatalf("DummyCheck ran %d checks, want 1", n)
 	}
@@ -246,7 +258,7 @@ func TestDummyCheckRunsAFullCostCheck(t *testing.T) {
 
 func TestVerifierReportsMalformedHashes(t *testing.T) {
 	v, _, _ := newTestVerifier(VerifierOptions{})
-	ok, err := v.Verify(context.Background(), "z", "app", "$argon2id$v=19$m=1,t=1,p=1$x$y", "pw")
+	ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: "app", PHC: "$argon2id$v=19$m=1,t=1,p=1$x$y", Secret: "pw"})
 	if err == nil || ok {
 		t.Fatalf("Verify(malformed) = %v, %v", ok, err)
 	}

@@ -1,0 +1,76 @@
+package issuer
+
+import (
+	"testing"
+	"time"
+)
+
+func TestThrottleReservations(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	th := newThrottle(time.Minute, 100)
+	pair := counter{scope: scopeClientSource, key: "pair", limit: 2}
+	wide := counter{scope: scopeClient, key: "wide", limit: 3}
+	cs := []counter{pair, wide}
+
+	// Attempts in flight count: two reservations fill the pair, and the third is refused for a
+	// second only, since they may yet succeed.
+	r1, _, _ := th.reserve(cs, now)
+	r2, _, _ := th.reserve(cs, now)
+	if r1 == nil || r2 == nil {
+		t.Fatal("reservations under the limit were refused")
+	}
+	if r, wait, c := th.reserve(cs, now); r != nil || wait != time.Second || c.scope != scopeClientSource {
+		t.Fatalf("third reservation: %v, wait %s, counter %q", r != nil, wait, c.scope)
+	}
+	// An attempt that ran nothing gives its place back; nothing is locked.
+	if locked := th.settle(r1, attemptAborted); len(locked) != 0 {
+		t.Fatalf("an aborted attempt locked %v", locked)
+	}
+	r3, _, _ := th.reserve(cs, now)
+	if r3 == nil {
+		t.Fatal("the place of an aborted attempt was not released")
+	}
+	// A success forgives the pair's failures, but on the wider counter only releases itself.
+	th.settle(r3, attemptFailed)
+	th.settle(r2, attemptSucceeded)
+	if e := th.entries["pair"]; e != nil {
+		t.Fatalf("pair after a success: %+v, want forgotten", *e)
+	}
+	if e := th.entries["wide"]; e == nil || e.failures != 1 || e.pending != 0 {
+		t.Fatalf("wide counter after a success: %+v, want the one failure kept", e)
+	}
+	// Failures reaching a limit lock that counter, once, for the rest of the window.
+	var locked []counter
+	for range 2 {
+		r, _, _ := th.reserve(cs, now)
+		if r == nil {
+			t.Fatal("refused before the limit")
+		}
+		locked = append(locked, th.settle(r, attemptFailed)...)
+	}
+	if len(locked) != 2 || locked[0].scope != scopeClientSource || locked[1].scope != scopeClient {
+		t.Fatalf("locked %v, want the pair then the wide counter", locked)
+	}
+	later := now.Add(20 * time.Second)
+	if r, wait, _ := th.reserve(cs, later); r != nil || wait != 40*time.Second {
+		t.Fatalf("locked out: reserved %v, wait %s; want the window's remaining 40s", r != nil, wait)
+	}
+	if r, _, _ := th.reserve(cs, now.Add(time.Minute)); r == nil {
+		t.Fatal("still refused after the window")
+	}
+}
+
+func TestThrottleBoundsItsTable(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	th := newThrottle(time.Minute, 10)
+	for i := range 50 {
+		r, _, _ := th.reserve([]counter{{scope: scopeSource, key: string(rune('a' + i)), limit: 1}}, now)
+		if r == nil {
+			t.Fatalf("fresh key %d refused", i)
+		}
+		th.settle(r, attemptFailed)
+		if n := len(th.entries); n > 10 {
+			t.Fatalf("table grew to %d entries, bound 10", n)
+		}
+	}
+}
