@@ -69,7 +69,7 @@ type config struct {
 }
 
 type check struct {
-	id  string
+	id string
 	// pass describes what a passing configuration satisfies.
 	pass string
 	run  func(*config) []Finding
