@@ -17,7 +17,7 @@ func LogApp(logger *zap.Logger, app string, v any) {
 		if fs, err = Check(raw, Options{Resolve: ResolveFromEnvironment}); err == nil {
 			for _, f := range fs {
 				if f.Level != Pass {
-					logger.Warn("hardening: "+f.Message, zap.String("check", f.Check), zap.String("level", f.Level.String()), zap.String("where", f.Where), zap.String("fix", f.Fix))
+					logger.Warn("hardening: "+f.Where+" "+f.Message, zap.String("check", f.Check), zap.String("result", f.Level.String()), zap.String("fix", f.Fix))
 				}
 			}
 			return
