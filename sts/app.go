@@ -18,6 +18,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/caddyrev"
 	"github.com/caracalgw/caracal/internal/caddystore"
+	"github.com/caracalgw/caracal/internal/harden"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/keys"
 	"github.com/caracalgw/caracal/internal/outbox"
@@ -127,6 +128,7 @@ var memoryKEK = sync.OnceValues(func() ([]byte, error) {
 // declared zones.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	harden.LogApp(a.logger, "caracal_sts", a)
 	repl := caddy.NewReplacer()
 	if a.BaseURL == "" {
 		return errors.New("caracal_sts: base_url is required (the external URL zone issuers are built from)")
