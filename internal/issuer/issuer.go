@@ -96,7 +96,8 @@ type Service struct {
 	throttle *throttle
 	log      *zap.Logger
 	now      func() time.Time
-	mux      *http.ServeMux
+	mux      *http.ServeMux // method and path
+	paths    *http.ServeMux // path only, answering 405 with the allowed methods
 	state    *stateCache
 
 	mu    sync.RWMutex
@@ -196,7 +197,7 @@ func New(opts Options) (*Service, error) {
 		opts.MaxStaleness = DefaultRefreshInterval
 	}
 	s.state = newStateCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
-	s.mux = s.routes()
+	s.mux, s.paths = s.routes()
 	return s, nil
 }
 
