@@ -73,6 +73,12 @@ func TestDemoAnswersUnmatchedPathsWith404Or405(t *testing.T) {
 	// The site's fallback.
 	jsonError(t, in, http.MethodGet, "/", "", http.StatusNotFound, "not_found", "")
 	jsonError(t, in, http.MethodPost, "/nothing/here", "", http.StatusNotFound, "not_found", "")
+	// A Host outside the site (the TLS name is the site's): refused, not an empty 200.
+	req, _ := http.NewRequest(http.MethodGet, in.url("/"), nil)
+	req.Host = "elsewhere.test"
+	if resp, body := in.do(t, req); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("a request for another host: %d %q", resp.StatusCode, body)
+	}
 	// The STS's paths.
 	jsonError(t, in, http.MethodGet, "/zones/demo/oauth2/token", "", http.StatusMethodNotAllowed, "invalid_request", "POST")
 	jsonError(t, in, http.MethodPost, "/zones/demo/jwks.json", "", http.StatusMethodNotAllowed, "invalid_request", "GET, HEAD")
