@@ -10,18 +10,18 @@ import (
 func TestHandlesEverythingUnderTheSTSPrefixes(t *testing.T) {
 	e := newEnv(t, nil)
 	for path, want := range map[string]bool{
-		"/zones/demo/oauth2/token":                          true,
-		"/zones/demo/oauth2/token/":                         true,
-		"/zones/demo/unknown":                               true,
-		"/zones/":                                           true,
-		"/zones":                                            true,
+		"/zones/demo/oauth2/token":  true,
+		"/zones/demo/oauth2/token/": true,
+		"/zones/demo/unknown":       true,
+		"/zones/":                   true,
+		"/zones":                    true,
 		"/.well-known/oauth-authorization-server/zones/x/y": true,
 		"/.well-known/oauth-authorization-server/zones":     true,
-		"/zonesx":                                           false,
-		"/.well-known/oauth-authorization-server":           false,
-		"/.well-known/oauth-protected-resource/api":         false,
-		"/v1/zones":                                         false,
-		"/":                                                 false,
+		"/zonesx": false,
+		"/.well-known/oauth-authorization-server":   false,
+		"/.well-known/oauth-protected-resource/api": false,
+		"/v1/zones": false,
+		"/":         false,
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodOptions} {
 			if got := e.svc.Handles(httptest.NewRequest(method, "https://sts.test"+path, nil)); got != want {
