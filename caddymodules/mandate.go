@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -184,12 +183,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.metrics.allowed.Inc()
 
-	// Header hygiene: nothing the client sent under X-Caracal-* survives.
-	for name := range r.Header {
-		if len(name) >= 10 && strings.EqualFold(name[:10], "X-Caracal-") {
-			delete(r.Header, name)
-		}
-	}
+	// Header hygiene: nothing the client sent under X-Caracal-* (or a name an upstream
+	// reads as that) survives, in the header or the trailer.
+	stripIdentity(r)
 	// Canonical keys, assigned directly: Header.Set would canonicalise them per request.
 	r.Header["X-Caracal-Sub"] = []string{claims.Subject}
 	r.Header["X-Caracal-Client-Id"] = []string{claims.ClientID}

@@ -79,7 +79,10 @@ func TestRouting(t *testing.T) {
 		"/v1/zones/a/epoch":                true,
 		"/v1/zones/a/sessions/s1":          true,
 		"/v1/zones/a/delegations/e/revoke": true,
-		"/v1/zones/a/unknown":              false,
+		"/v1/zones/a/unknown":              true,
+		"/v1/zones/a/applications/":        true,
+		"/v1":                              true,
+		"/v1x":                             false,
 		"/v2/zones":                        false,
 		"/zones/a/oauth2/token":            false,
 		"/":                                false,
@@ -92,7 +95,7 @@ func TestRouting(t *testing.T) {
 	}
 	rec := e.do(http.MethodDelete, "/v1/zones/a/epoch", bootstrapToken, "")
 	apiErr(t, rec, http.StatusMethodNotAllowed, codeInvalidRequest)
-	if rec.Header().Get("Allow") != "GET" {
+	if rec.Header().Get("Allow") != "GET, HEAD" {
 		t.Fatalf("Allow = %q", rec.Header().Get("Allow"))
 	}
 	apiErr(t, e.do(http.MethodGet, "/v1/zones/a/unknown", bootstrapToken, ""), http.StatusNotFound, codeNotFound)

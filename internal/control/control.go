@@ -158,6 +158,10 @@ func (s *Service) mux() (routes, paths *http.ServeMux) {
 			order = append(order, rt.pattern)
 		}
 		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
+		if rt.method == http.MethodGet {
+			// A GET pattern of ServeMux serves HEAD too.
+			allowed[rt.pattern] = append(allowed[rt.pattern], http.MethodHead)
+		}
 	}
 	for _, p := range order {
 		allow := strings.Join(allowed[p], ", ")
@@ -169,14 +173,16 @@ func (s *Service) mux() (routes, paths *http.ServeMux) {
 	return routes, paths
 }
 
-// Handles reports whether the request's path is a Coordinator endpoint (any method),
-// so that a Caddy handler can pass other requests down its chain.
+// Handles reports whether the request's path belongs to the Coordinator: /v1 and
+// everything under it, whatever the method. ServeHTTP answers the unknown paths and
+// wrong methods among them (404, 405) itself, so they never reach the next handler.
 func (s *Service) Handles(r *http.Request) bool {
-	_, pattern := s.paths.Handler(r)
-	return pattern != ""
+	p := r.URL.Path
+	return strings.HasPrefix(p, "/v1") && (len(p) == len("/v1") || p[len("/v1")] == '/')
 }
 
-// ServeHTTP serves the endpoints of SPEC.md section 5.
+// ServeHTTP serves the endpoints of SPEC.md section 5: a wrong method on one of them
+// is 405 with Allow, any other path 404.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, pattern := s.routes.Handler(r); pattern != "" {
 		s.routes.ServeHTTP(w, r)

@@ -4,32 +4,73 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-func (s *Service) routes() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /zones/{zone}/oauth2/token", s.serveToken)
-	mux.HandleFunc("POST /zones/{zone}/oauth2/revoke", s.serveRevoke)
-	mux.HandleFunc("GET /zones/{zone}/jwks.json", s.serveJWKS)
-	mux.HandleFunc("GET /.well-known/oauth-authorization-server/zones/{zone}", s.serveMetadata)
-	mux.HandleFunc("GET /zones/{zone}/.well-known/oauth-authorization-server", s.serveMetadata)
-	return mux
+// stsRoute is one endpoint of SPEC.md section 2.
+type stsRoute struct {
+	method  string
+	pattern string
+	handler http.HandlerFunc
 }
 
-// Handles reports whether the request is for one of the STS endpoints (any method), so
-// that a Caddy handler can pass other requests down its chain.
+// routes builds the router of the STS endpoints (method and path) and, for the same
+// paths, a router that answers other methods with 405 and the allowed ones.
+func (s *Service) routes() (routes, paths *http.ServeMux) {
+	table := []stsRoute{
+		{http.MethodPost, "/zones/{zone}/oauth2/token", s.serveToken},
+		{http.MethodPost, "/zones/{zone}/oauth2/revoke", s.serveRevoke},
+		{http.MethodGet, "/zones/{zone}/jwks.json", s.serveJWKS},
+		{http.MethodGet, metadataPrefix + "/zones/{zone}", s.serveMetadata},
+		{http.MethodGet, "/zones/{zone}/.well-known/oauth-authorization-server", s.serveMetadata},
+	}
+	routes, paths = http.NewServeMux(), http.NewServeMux()
+	for _, rt := range table {
+		routes.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
+		allow := rt.method
+		if rt.method == http.MethodGet {
+			allow += ", " + http.MethodHead // a GET pattern of ServeMux serves HEAD too
+		}
+		paths.HandleFunc(rt.pattern, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, "", newError(http.StatusMethodNotAllowed, codeInvalidRequest, "method not allowed; use "+allow))
+		})
+	}
+	return routes, paths
+}
+
+// metadataPrefix is where RFC 8414 places the metadata of an issuer with a path.
+const metadataPrefix = "/.well-known/oauth-authorization-server"
+
+// Handles reports whether the request's path belongs to the STS: everything under
+// /zones/ and the RFC 8414 metadata paths of zones, whatever the method. ServeHTTP
+// answers the unknown paths and wrong methods among them (404, 405) itself, so they
+// never reach the next handler.
 func (s *Service) Handles(r *http.Request) bool {
-	_, pattern := s.mux.Handler(r)
-	return pattern != ""
+	return under(r.URL.Path, "/zones") || under(r.URL.Path, metadataPrefix+"/zones")
 }
 
-// ServeHTTP serves the STS endpoints of SPEC.md section 2.
+// under reports whether path is prefix or below it.
+func under(path, prefix string) bool {
+	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+}
+
+// ServeHTTP serves the STS endpoints of SPEC.md section 2: a wrong method on one of
+// them is 405 with Allow, any other path 404, both as OAuth error objects.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	if _, pattern := s.paths.Handler(r); pattern != "" {
+		s.paths.ServeHTTP(w, r)
+		return
+	}
+	writeError(w, "", newError(http.StatusNotFound, codeNotFound, "no such endpoint"))
 }
 
 // zoneParam validates the {zone} path segment; it writes a 404 and returns false when it

@@ -106,7 +106,8 @@ type Service struct {
 	throttle *throttle
 	log      *zap.Logger
 	now      func() time.Time
-	mux      *http.ServeMux
+	mux      *http.ServeMux // method and path
+	paths    *http.ServeMux // path only, answering 405 with the allowed methods
 	state    *stateCache
 
 	mu    sync.RWMutex
@@ -219,7 +220,7 @@ func New(opts Options) (*Service, error) {
 		opts.MaxStaleness = DefaultRefreshInterval
 	}
 	s.state = newStateCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
-	s.mux = s.routes()
+	s.mux, s.paths = s.routes()
 	return s, nil
 }
 
