@@ -144,6 +144,9 @@ func New(opts Options) (*Verifier, error) {
 	return v, nil
 }
 
+// MaxStaleness is the effective bound on the revocation state's age.
+func (v *Verifier) MaxStaleness() time.Duration { return v.opts.MaxStaleness }
+
 // ZoneID is the pinned zone.
 func (v *Verifier) ZoneID() string { return v.zoneID }
 
