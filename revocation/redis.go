@@ -17,7 +17,7 @@ import (
 // Defaults of RedisOptions.
 const (
 	DefaultBlock      = 5 * time.Second
-	DefaultMaxBackoff = 5 * time.Second
+	DefaultMaxBackoff = time.Second
 	minBackoff        = 50 * time.Millisecond
 	// pageSize bounds one XREAD or XRANGE reply, so a consumer catching up applies
 	// entries in steps instead of holding a huge reply in memory.

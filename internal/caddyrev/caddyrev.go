@@ -130,7 +130,7 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("revocation: transport must be local or a redis:// URL: %w", err)
 		}
-		tuneRedis(opts, logger)
+		tuneRedis(opts)
 		p.Transport = "redis"
 		p.prefix = cfg.StreamPrefix
 		p.client = redis.NewClient(opts)
@@ -175,14 +175,15 @@ var redisLogger sync.Once
 
 // tuneRedis applies the settings above where the URL did not choose, and routes
 // go-redis's own log lines (dial failures) into zap at debug level once per process.
-func tuneRedis(opts *redis.Options, logger *zap.Logger) {
+func tuneRedis(opts *redis.Options) {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = redisDialTimeout
 	}
 	if opts.DialerRetries == 0 {
 		opts.DialerRetries = redisDialerRetries
 	}
-	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{logger.Named("redis").Sugar()}) })
+	// The process's logger, not the caller's: the setting is global and outlives it.
+	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{caddy.Log().Named("redis").Sugar()}) })
 }
 
 type zapRedisLogger struct{ l *zap.SugaredLogger }
