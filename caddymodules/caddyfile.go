@@ -13,7 +13,8 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("caracal_mandate", httpcaddyfile.Before, "basic_auth")
 }
 
-// parseCaddyfile parses:
+// parseCaddyfile parses the following. Without a revocation line the handler uses
+// the transport and key of the process's caracal_sts app, and local without one.
 //
 //	caracal_mandate [<matcher>] {
 //		issuer           <zone issuer URL>

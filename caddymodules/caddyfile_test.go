@@ -3,6 +3,8 @@ package caddymodules
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caracalgw/caracal/internal/caddyrev"
 )
@@ -149,5 +152,33 @@ func TestProvisionAppliesDefaults(t *testing.T) {
 	}
 	if h.pipeline.Transport != "local" {
 		t.Fatalf("transport %q, want local", h.pipeline.Transport)
+	}
+}
+
+// TestLocalGatewayWithoutAnSTSRefusesAndSaysWhy: on the local bus with no STS in the
+// process nothing can ever publish a heartbeat, so the gateway answers 503 with the
+// reason and Retry-After instead of passing mandates it cannot check.
+func TestLocalGatewayWithoutAnSTSRefusesAndSaysWhy(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Issuer: "https://sts.test/zones/demo", Resource: testResource,
+		Revocation: caddyrev.Config{Transport: "local", StreamKey: "a key no publisher of this test uses"}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Cleanup()
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer a.b.c")
+	rec := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Fatal("the request went through")
+		return nil
+	})
+	if err := h.ServeHTTP(rec, r, next); err != nil {
+		t.Fatal(err)
+	}
+	body := rec.Body.String()
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(body, "revocation state is stale: no") || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("status %d, Retry-After %q, body %q", rec.Code, rec.Header().Get("Retry-After"), body)
 	}
 }

@@ -139,7 +139,41 @@ func (f *fixture) newHandler(tb testing.TB, h *Handler) *Handler {
 	}
 	h.verifier = v
 	h.logger = zaptest.NewLogger(tb)
+	heartbeats(tb, h.pipeline.Publisher, h.pipeline.Key)
 	return h
+}
+
+// heartbeats publishes a heartbeat on pub every 100 ms until the test ends, as the
+// outbox relay of an STS does: without them every verifier on pub's transport is stale.
+func heartbeats(tb testing.TB, pub revocation.Publisher, key []byte) {
+	tb.Helper()
+	beat := func() {
+		now := time.Now()
+		h := revocation.Heartbeat{Publisher: "test-relay", Watermark: now, SentAt: now}
+		if err := pub.Publish(context.Background(), revocation.StreamSessionsRevoke, h.SignedFields(key)); err != nil {
+			tb.Error(err)
+		}
+	}
+	beat()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		close(stop)
+		<-done
+	})
 }
 
 // revoke publishes the revocation of sid on h's pipeline, the way the STS's outbox

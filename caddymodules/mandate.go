@@ -72,6 +72,8 @@ type Handler struct {
 	leeway  time.Duration
 	logger  *zap.Logger
 	metrics *metrics
+	// stopWatch ends the goroutine logging staleness changes.
+	stopWatch func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -101,11 +103,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
 	h.leeway = effectiveLeeway(time.Duration(h.Leeway))
 
+	app := stsApp(ctx)
+	sts := stsService(app)
+	rev := h.Revocation
+	if rc, ok := app.(interface{ RevocationConfig() caddyrev.Config }); ok && rev == (caddyrev.Config{}) {
+		// No revocation line: hear what the STS of this process publishes, over the
+		// same transport and with the same key.
+		rev = rc.RevocationConfig()
+	}
 	var err error
-	if h.pipeline, err = caddyrev.Open(ctx, h.Revocation, h.logger); err != nil {
+	if h.pipeline, err = caddyrev.Open(ctx, rev, h.logger); err != nil {
 		return fmt.Errorf("caracal_mandate: %w", err)
 	}
-	sts := localSTS(ctx)
+	if h.pipeline.Transport == "local" && sts == nil {
+		h.logger.Warn("revocation transport is local and this process runs no caracal_sts app: no publisher can ever send heartbeats, so every request is refused with 503; configure the STS's revocation transport (e.g. a redis:// URL and its stream_key)",
+			zap.String("resource", h.Resource))
+	}
 	var keys mandate.KeySource
 	if sts != nil {
 		if zoneID, ok := sts.ZoneOf(h.Issuer); ok {
@@ -135,6 +148,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
+	if h.OnStale != "allow" {
+		h.stopWatch = watchFreshness(h.logger.With(zap.String("resource", h.Resource)), h.pipeline.Source, h.verifier.MaxStaleness())
+	}
 	return nil
 }
 
@@ -150,21 +166,31 @@ func effectiveLeeway(d time.Duration) time.Duration {
 	return d
 }
 
-// localSTS returns the STS of this configuration, if the caracal_sts app is configured.
-func localSTS(ctx caddy.Context) *issuer.Service {
+// stsApp returns the caracal_sts app of this configuration, nil when there is none.
+func stsApp(ctx caddy.Context) any {
 	v, err := ctx.AppIfConfigured("caracal_sts")
 	if err != nil {
 		return nil
 	}
-	s, ok := v.(interface{ Service() *issuer.Service })
+	return v
+}
+
+// stsService returns the STS of the caracal_sts app, nil without one.
+func stsService(app any) *issuer.Service {
+	s, ok := app.(interface{ Service() *issuer.Service })
 	if !ok {
 		return nil
 	}
 	return s.Service()
 }
 
-// Cleanup releases the revocation pipeline.
-func (h *Handler) Cleanup() error { return h.pipeline.Release() }
+// Cleanup stops the freshness watch and releases the revocation pipeline.
+func (h *Handler) Cleanup() error {
+	if h.stopWatch != nil {
+		h.stopWatch()
+	}
+	return h.pipeline.Release()
+}
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {

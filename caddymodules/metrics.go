@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caracalgw/caracal/internal/caddyrev"
 )
 
 // metrics are the gateway's counters in Caddy's registry.
@@ -36,6 +38,7 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 	m.allowed = register(reg, m.allowed).(prometheus.Counter)
 	m.refused = register(reg, m.refused).(*prometheus.CounterVec)
 	m.streamsCut = register(reg, m.streamsCut).(prometheus.Counter)
+	register(reg, caddyrev.Collector{})
 	return m
 }
 

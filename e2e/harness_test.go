@@ -116,6 +116,13 @@ func start(t testing.TB, caddyfile func(port, admin int) string, env ...string) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// A gateway route answers 503 until its revocation state is current (its pipeline
+	// has rebuilt and read a heartbeat of an outbox relay); wait for that as a client
+	// would. A malformed mandate is refused with 401 once the state is current.
+	testenv.WaitFor(t, "the gateway's revocation state to be current", func() bool {
+		resp, _, err := in.try(t, in.client, "/api/hello", "x.y.z")
+		return err == nil && resp.StatusCode != http.StatusServiceUnavailable
+	})
 	return in
 }
 

@@ -29,7 +29,10 @@ type Bus struct {
 
 	mu      sync.Mutex
 	history []busEntry // oldest first
-	sources map[*busSource]struct{}
+	// heartbeat is the latest heartbeat, kept apart from the history: one per second
+	// would fill it, and only the newest matters to a Source attached late.
+	heartbeat *busEntry
+	sources   map[*busSource]struct{}
 }
 
 type busEntry struct {
@@ -62,7 +65,11 @@ func (b *Bus) Publish(ctx context.Context, stream string, fields map[string]stri
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trimLocked(e.at)
-	b.history = append(b.history, e)
+	if stream == StreamSessionsRevoke && IsHeartbeat(e.fields) {
+		b.heartbeat = &e
+	} else {
+		b.history = append(b.history, e)
+	}
 	// Under the lock, so every source sees entries in the same order as the history.
 	for s := range b.sources {
 		s.apply(e.stream, e.fields)
@@ -74,12 +81,24 @@ func (b *Bus) Publish(ctx context.Context, stream string, fields map[string]stri
 // entry published until the returned Source is closed. With a key, entries without a
 // valid signature are dropped and counted.
 func (b *Bus) Attach(st *Store, ep *Epochs, key []byte) Source {
-	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: zap.NewNop()}}
+	return b.AttachLogged(st, ep, key, nil)
+}
+
+// AttachLogged is Attach with a logger for dropped entries (zap.NewNop when nil).
+func (b *Bus) AttachLogged(st *Store, ep *Epochs, key []byte, log *zap.Logger) Source {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: log, now: b.now}}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trimLocked(b.now())
 	for _, e := range b.history {
 		s.apply(e.stream, e.fields)
+	}
+	if b.heartbeat != nil {
+		// Every entry published before it is in the history, so it holds for s too.
+		s.apply(b.heartbeat.stream, b.heartbeat.fields)
 	}
 	b.sources[s] = struct{}{}
 	return s
@@ -102,13 +121,20 @@ type busSource struct {
 	applier
 }
 
-// LastContact is always now: an in-process bus cannot be out of reach.
-func (s *busSource) LastContact() time.Time { return s.bus.now() }
+// Watermark is the newest watermark of the heartbeats published on the bus: an
+// in-process bus cannot be out of reach, but without a publisher (an outbox relay in
+// this process) nothing vouches that the state is complete.
+func (s *busSource) Watermark() time.Time { return s.currentWatermark() }
 
 // Lag is always 0: delivery is synchronous.
 func (s *busSource) Lag() time.Duration { return 0 }
 
-func (s *busSource) Stats() Stats { return s.stats() }
+// Stats returns the counters; a bus source is synced from the start.
+func (s *busSource) Stats() Stats {
+	st := s.stats()
+	st.Synced = true
+	return st
+}
 
 // Close detaches the source; later entries no longer reach its Store.
 func (s *busSource) Close() error {

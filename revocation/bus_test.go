@@ -38,8 +38,33 @@ func TestBus(t *testing.T) {
 		if s := src1.Stats(); s.Applied != 2 {
 			t.Errorf("stats %+v", s)
 		}
-		if !src1.LastContact().After(time.Now().Add(-time.Minute)) || src1.Lag() != 0 {
-			t.Errorf("in-process source reports LastContact %v, Lag %v", src1.LastContact(), src1.Lag())
+		if !src1.Watermark().IsZero() || src1.Lag() != 0 {
+			t.Errorf("in-process source without a publisher reports Watermark %v, Lag %v", src1.Watermark(), src1.Lag())
+		}
+		wm := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+		hb := Heartbeat{Publisher: "relay-1", Watermark: wm, SentAt: wm.Add(time.Second)}
+		if err := b.Publish(ctx, StreamSessionsRevoke, hb.SignedFields(key)); err != nil {
+			t.Fatal(err)
+		}
+		for i, src := range []Source{src1, src2} {
+			if got := src.Watermark(); !got.Equal(wm) {
+				t.Errorf("source %d: Watermark = %v after a heartbeat with %v", i+1, got, wm)
+			}
+		}
+		old := Heartbeat{Publisher: "relay-1", Watermark: wm.Add(-time.Minute), SentAt: wm}
+		if err := b.Publish(ctx, StreamSessionsRevoke, old.SignedFields(key)); err != nil {
+			t.Fatal(err)
+		}
+		if got := src1.Watermark(); !got.Equal(wm) {
+			t.Errorf("an older heartbeat moved the watermark back to %v", got)
+		}
+		late := b.Attach(NewStore(nil), nil, key)
+		defer late.Close()
+		if got := late.Watermark(); !got.Equal(old.Watermark) {
+			t.Errorf("a late source got Watermark %v, want the latest heartbeat's %v", got, old.Watermark)
+		}
+		if s := src1.Stats(); s.Applied != 2 || s.Heartbeats != 2 || !s.Synced {
+			t.Errorf("stats after heartbeats %+v", s)
 		}
 	})
 
@@ -106,7 +131,7 @@ func TestBus(t *testing.T) {
 		if err := b.Publish(ctx, "caracal.policy.invalidate", map[string]string{"zone_id": "z"}); err != nil {
 			t.Fatal(err)
 		}
-		if s := src.Stats(); s != (Stats{}) {
+		if s := src.Stats(); s != (Stats{Synced: true}) {
 			t.Fatalf("stats %+v", s)
 		}
 	})

@@ -11,17 +11,19 @@ type Epochs struct {
 }
 
 // Observe records ev's epoch if it is newer than the zone's current one. Epochs only
-// move forward, so replays and out-of-order delivery change nothing.
-func (e *Epochs) Observe(ev EpochEvent) {
+// move forward, so replays and out-of-order delivery change nothing. It reports
+// whether the epoch moved.
+func (e *Epochs) Observe(ev EpochEvent) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if cur, ok := e.zones[ev.ZoneID]; ok && cur >= ev.Epoch {
-		return
+		return false
 	}
 	if e.zones == nil {
 		e.zones = make(map[string]int64)
 	}
 	e.zones[ev.ZoneID] = ev.Epoch
+	return true
 }
 
 // Current returns the newest epoch seen for zoneID, and false when none was seen.

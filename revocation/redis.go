@@ -17,7 +17,7 @@ import (
 // Defaults of RedisOptions.
 const (
 	DefaultBlock      = 5 * time.Second
-	DefaultMaxBackoff = 5 * time.Second
+	DefaultMaxBackoff = time.Second
 	minBackoff        = 50 * time.Millisecond
 	// pageSize bounds one XREAD or XRANGE reply, so a consumer catching up applies
 	// entries in steps instead of holding a huge reply in memory.
@@ -37,9 +37,8 @@ type RedisOptions struct {
 	// Retention is the trimming horizon and the point a consumer rebuilds from. It must
 	// be at least the maximum mandate lifetime; DefaultRetention when zero.
 	Retention time.Duration
-	// Block is the XREAD BLOCK duration (DefaultBlock when zero). An idle consumer
-	// hears from Redis once per Block, so it is also how often LastContact advances:
-	// staleness bounds must be comfortably above it.
+	// Block is the XREAD BLOCK duration (DefaultBlock when zero). Heartbeats end a
+	// blocking read as they arrive, so it does not bound freshness.
 	Block time.Duration
 	// Streams are the logical stream names to consume; both SPEC streams when empty.
 	Streams []string
@@ -121,9 +120,10 @@ func (p *RedisPublisher) Publish(ctx context.Context, stream string, fields map[
 // paged XRANGE; otherwise it rebuilds. Applying an entry twice changes nothing, so
 // these reads may overlap what was already applied.
 //
-// Connection failures are retried with exponential backoff up to MaxBackoff.
-// LastContact stops advancing while Redis does not answer; verifiers use it to fail
-// closed.
+// Connection failures are retried with exponential backoff up to MaxBackoff. The
+// Watermark comes from the publishers' heartbeats and counts only once the first
+// rebuild completed; it stops advancing while Redis does not answer, and verifiers use
+// it to fail closed.
 type RedisRevocationConsumer struct {
 	o       RedisOptions
 	app     applier
@@ -134,12 +134,12 @@ type RedisRevocationConsumer struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	lastContact atomic.Int64 // unix ns; 0 until Redis first answered
-	lag         atomic.Int64 // ns
-	reads       atomic.Uint64
-	rebuilds    atomic.Uint64
-	gaps        atomic.Uint64
-	errs        atomic.Uint64
+	synced   atomic.Bool  // the first rebuild completed
+	lag      atomic.Int64 // ns
+	reads    atomic.Uint64
+	rebuilds atomic.Uint64
+	gaps     atomic.Uint64
+	errs     atomic.Uint64
 }
 
 // streamPos is the consumer's position in one stream. Only the run goroutine uses it.
@@ -158,7 +158,7 @@ var errLostPosition = errors.New("stream position lost")
 // NewRedisRevocationConsumer starts a consumer that applies entries to st and, when ep
 // is not nil, to ep. It returns at once; Ready tells when the first rebuild completed.
 // It runs until ctx is cancelled or Close is called. An unreachable Redis is not an
-// error here: the consumer keeps trying, and LastContact shows it never got through.
+// error here: the consumer keeps trying, and its zero Watermark keeps verifiers closed.
 func NewRedisRevocationConsumer(ctx context.Context, st *Store, ep *Epochs, o RedisOptions) (*RedisRevocationConsumer, error) {
 	if o.Client == nil {
 		return nil, errors.New("revocation consumer: no Redis client configured")
@@ -169,7 +169,7 @@ func NewRedisRevocationConsumer(ctx context.Context, st *Store, ep *Epochs, o Re
 	o = o.withDefaults()
 	c := &RedisRevocationConsumer{
 		o:     o,
-		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger},
+		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger, now: o.Now},
 		byKey: make(map[string]*streamPos),
 		ready: make(chan struct{}),
 	}
@@ -194,14 +194,14 @@ func NewRedisRevocationConsumer(ctx context.Context, st *Store, ep *Epochs, o Re
 // every retained revocation.
 func (c *RedisRevocationConsumer) Ready() <-chan struct{} { return c.ready }
 
-// LastContact is when Redis last answered a command of this consumer (an empty BLOCK
-// timeout counts); the zero time until it first did.
-func (c *RedisRevocationConsumer) LastContact() time.Time {
-	ns := c.lastContact.Load()
-	if ns == 0 {
+// Watermark is the newest valid heartbeat watermark read, the zero time until the
+// first rebuild completed or while no valid heartbeat arrived: a heartbeat met during
+// the rebuild counts only once the rest of the retained history is applied too.
+func (c *RedisRevocationConsumer) Watermark() time.Time {
+	if !c.synced.Load() {
 		return time.Time{}
 	}
-	return time.Unix(0, ns)
+	return c.app.currentWatermark()
 }
 
 // Lag is the age of the newest applied entry while the consumer is behind the stream
@@ -215,6 +215,7 @@ func (c *RedisRevocationConsumer) Stats() Stats {
 	s.Rebuilds = c.rebuilds.Load()
 	s.Gaps = c.gaps.Load()
 	s.Errors = c.errs.Load()
+	s.Synced = c.synced.Load()
 	return s
 }
 
@@ -238,6 +239,7 @@ func (c *RedisRevocationConsumer) run(ctx context.Context) {
 			err = c.sync(ctx)
 			if err == nil {
 				synced = true
+				c.synced.Store(true)
 				c.readyOnce.Do(func() { close(c.ready) })
 			}
 		}
@@ -289,7 +291,6 @@ func (c *RedisRevocationConsumer) read(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	c.contact()
 	c.reads.Add(1)
 	var (
 		n      int
@@ -360,9 +361,6 @@ func (c *RedisRevocationConsumer) sync(ctx context.Context) error {
 		c.rebuilds.Add(1)
 	}
 	c.lag.Store(0)
-	// Only now is the state current: a consumer catching up after an outage must not
-	// look fresh while the entries it missed are still being applied.
-	c.contact()
 	return nil
 }
 
@@ -498,10 +496,6 @@ func (c *RedisRevocationConsumer) applyMessage(sp *streamPos, m redis.XMessage) 
 	c.app.apply(sp.name, fields)
 	sp.id, sp.fromStream = id, true
 	return nil
-}
-
-func (c *RedisRevocationConsumer) contact() {
-	c.lastContact.Store(c.o.Now().UnixNano())
 }
 
 // wait pauses for d unless ctx ends first; it reports whether ctx is still live.

@@ -42,6 +42,18 @@ func (f *redisFixture) revoke(t *testing.T, e Event) {
 	}
 }
 
+// heartbeat publishes a signed heartbeat with watermark wm (truncated to the wire's
+// milliseconds, as returned).
+func (f *redisFixture) heartbeat(t *testing.T, key []byte, wm time.Time) time.Time {
+	t.Helper()
+	wm = wm.Truncate(time.Millisecond)
+	h := Heartbeat{Publisher: "test-relay", Watermark: wm, SentAt: wm}
+	if err := f.pub.Publish(context.Background(), StreamSessionsRevoke, h.SignedFields(key)); err != nil {
+		t.Fatal(err)
+	}
+	return wm
+}
+
 // addAt appends a signed event with an explicit stream id, as if published at ms.
 func (f *redisFixture) addAt(t *testing.T, id string, e Event) {
 	t.Helper()
@@ -100,8 +112,15 @@ func TestRedisPublishReachesEveryConsumer(t *testing.T) {
 		if _, hit := c.st.Revoked("z2", "ses-1"); hit {
 			t.Fatalf("consumer %d applied a z1 revocation to z2", i+1)
 		}
-		if c.c.LastContact().IsZero() {
-			t.Fatalf("consumer %d reports no contact", i+1)
+		if !c.c.Watermark().IsZero() {
+			t.Fatalf("consumer %d reports a watermark before any heartbeat", i+1)
+		}
+	}
+	wm := f.heartbeat(t, f.key, time.Now())
+	for i, c := range cs {
+		testenv.WaitFor(t, fmt.Sprintf("consumer %d to apply the heartbeat", i+1), func() bool { return c.c.Watermark().Equal(wm) })
+		if s := c.c.Stats(); s.Heartbeats != 1 || s.Malformed != 0 || s.BadSignature != 0 {
+			t.Fatalf("consumer %d stats %+v", i+1, s)
 		}
 	}
 }
@@ -262,10 +281,12 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 	f.revoke(t, sessionEvent("z", "before"))
 	testenv.WaitFor(t, "the first revocation", revokedIn(st, "z", "before"))
 
+	wm := f.heartbeat(t, f.key, time.Now())
+	testenv.WaitFor(t, "the first heartbeat", func() bool { return c.Watermark().Equal(wm) })
+
 	p.Cut(true)
 	errs := c.Stats().Errors
 	testenv.WaitFor(t, "the consumer to notice the outage", func() bool { return c.Stats().Errors >= errs+3 })
-	contact := c.LastContact()
 
 	var during []string
 	for i := range 50 {
@@ -273,10 +294,11 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 		during = append(during, sid)
 		f.revoke(t, sessionEvent("z", sid))
 	}
+	wm2 := f.heartbeat(t, f.key, time.Now().Add(time.Millisecond))
 	errs = c.Stats().Errors
 	testenv.WaitFor(t, "more failed attempts", func() bool { return c.Stats().Errors >= errs+3 })
-	if got := c.LastContact(); !got.Equal(contact) {
-		t.Fatalf("LastContact advanced from %v to %v while Redis was unreachable", contact, got)
+	if got := c.Watermark(); !got.Equal(wm) {
+		t.Fatalf("Watermark moved from %v to %v while Redis was unreachable", wm, got)
 	}
 	if id, hit := st.Revoked("z", during...); hit {
 		t.Fatalf("%s applied while Redis was unreachable", id)
@@ -284,7 +306,7 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 
 	p.Cut(false)
 	testenv.WaitFor(t, "every revocation published during the outage", revokedIn(st, "z", during...))
-	testenv.WaitFor(t, "LastContact to advance again", func() bool { return c.LastContact().After(contact) })
+	testenv.WaitFor(t, "the heartbeat sent during the outage", func() bool { return c.Watermark().Equal(wm2) })
 }
 
 func TestRedisConsumerThatNeverReachedRedis(t *testing.T) {
@@ -292,8 +314,8 @@ func TestRedisConsumerThatNeverReachedRedis(t *testing.T) {
 	client := newClient(t, &redis.Options{Addr: deadAddr(t), MaxRetries: -1})
 	c := startConsumer(t, NewStore(nil), nil, RedisOptions{Client: client, Block: testBlock, MaxBackoff: 20 * time.Millisecond})
 	testenv.WaitFor(t, "failed attempts", func() bool { return c.Stats().Errors >= 3 })
-	if !c.LastContact().IsZero() {
-		t.Fatalf("LastContact = %v without any contact", c.LastContact())
+	if !c.Watermark().IsZero() || c.Stats().Synced {
+		t.Fatalf("Watermark = %v, synced = %v without any contact", c.Watermark(), c.Stats().Synced)
 	}
 	select {
 	case <-c.Ready():

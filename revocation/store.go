@@ -59,9 +59,12 @@ func NewStore(now func() time.Time) *Store {
 // zone and fires the watches on them. An event already past ExpiresAt plus ExpiryGrace
 // is ignored, as is an event without a zone; an event without ExpiresAt is kept for
 // the life of the Store, which is the safe reading of a missing bound.
-func (s *Store) Add(e Event) {
+//
+// It reports whether the event was new: false when the Store already held each of
+// its anchors at least as long (a replay), true otherwise, ignored events included.
+func (s *Store) Add(e Event) bool {
 	if e.ZoneID == "" {
-		return
+		return true
 	}
 	drop := int64(math.MaxInt64)
 	if !e.ExpiresAt.IsZero() {
@@ -69,11 +72,12 @@ func (s *Store) Add(e Event) {
 	}
 	now := s.now().UnixNano()
 	if drop <= now {
-		return
+		return true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweepLocked(now)
+	added := false
 	for _, id := range [...]string{e.SessionID, e.DelegationEdgeID} {
 		if id == "" {
 			continue
@@ -84,9 +88,11 @@ func (s *Store) Add(e Event) {
 			// Replays of the same entry (rebuilds) find it already present with the
 			// same drop time and push nothing, so the heap does not grow with them.
 			heap.Push(&s.expiry, expiryItem{at: drop, key: k})
+			added = true
 		}
 		s.fireLocked(k)
 	}
+	return added
 }
 
 // Revoked reports the first of ids revoked in zoneID. Empty ids are skipped, so callers

@@ -184,6 +184,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// RevocationConfig is the STS's revocation transport and key, which a caracal_mandate
+// handler of the same process uses when it has no revocation line of its own.
+func (a *App) RevocationConfig() caddyrev.Config { return a.Revocation }
+
 func (a *App) kek(repl *caddy.Replacer) ([]byte, error) {
 	raw := repl.ReplaceKnown(a.KeyEncryptionKey, "")
 	if raw != "" {

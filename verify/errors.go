@@ -3,6 +3,7 @@ package verify
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -17,6 +18,8 @@ type Error struct {
 	Description string
 	// Scope lists the required scopes, for insufficient_scope.
 	Scope string
+	// RetryAfter is the Retry-After of a 503 in seconds (1 when zero).
+	RetryAfter int
 }
 
 func (e *Error) Error() string {
@@ -101,7 +104,7 @@ func WriteError(w http.ResponseWriter, realm string, err error) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if e.Status == http.StatusServiceUnavailable {
-		h.Set("Retry-After", "1")
+		h.Set("Retry-After", strconv.Itoa(max(e.RetryAfter, 1)))
 	} else {
 		h.Set("WWW-Authenticate", Challenge(realm, e))
 	}

@@ -197,28 +197,44 @@ func rawToken(tb testing.TB, header map[string]any, claims any, sign func(input 
 	return input + "." + enc.EncodeToString(sig)
 }
 
-// lastContactSource is a revocation.Source whose transport last answered at a time the
-// test sets; it stands for a consumer cut off from its stream.
-type lastContactSource struct {
-	mu   sync.Mutex
-	last time.Time
+// watermarkSource is a revocation.Source whose watermark (and counters) the test sets;
+// it stands for a consumer cut off from its publishers.
+type watermarkSource struct {
+	mu        sync.Mutex
+	watermark time.Time
+	stats     revocation.Stats
 }
 
-func (s *lastContactSource) set(t time.Time) {
+func newWatermarkSource() *watermarkSource {
+	return &watermarkSource{stats: revocation.Stats{Synced: true}}
+}
+
+func (s *watermarkSource) set(t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.last = t
+	s.watermark = t
 }
 
-func (s *lastContactSource) LastContact() time.Time {
+func (s *watermarkSource) setStats(st revocation.Stats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.last
+	s.stats = st
 }
 
-func (s *lastContactSource) Lag() time.Duration      { return 0 }
-func (s *lastContactSource) Stats() revocation.Stats { return revocation.Stats{} }
-func (s *lastContactSource) Close() error            { return nil }
+func (s *watermarkSource) Watermark() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watermark
+}
+
+func (s *watermarkSource) Stats() revocation.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+func (s *watermarkSource) Lag() time.Duration { return 0 }
+func (s *watermarkSource) Close() error       { return nil }
 
 // keyServer stands in for the STS of testZone on 127.0.0.1: RFC 8414 metadata and the
 // zone's JWKS, with keys the test can change and a status it can break.

@@ -36,8 +36,9 @@ type Options struct {
 	Keys mandate.KeySource
 	// Revocations is the revocation set to check on every request; required.
 	Revocations *revocation.Store
-	// Source feeds Revocations; its LastContact is compared with MaxStaleness. Nil means
-	// the set is local to this process and never stale.
+	// Source feeds Revocations; the age of its Watermark is compared with MaxStaleness,
+	// and a zero Watermark is stale. Nil means the set is local to this process and
+	// never stale.
 	Source revocation.Source
 	// MaxStaleness bounds the age of the revocation state (DefaultMaxStaleness when 0).
 	MaxStaleness time.Duration
@@ -143,6 +144,9 @@ func New(opts Options) (*Verifier, error) {
 	return v, nil
 }
 
+// MaxStaleness is the effective bound on the revocation state's age.
+func (v *Verifier) MaxStaleness() time.Duration { return v.opts.MaxStaleness }
+
 // ZoneID is the pinned zone.
 func (v *Verifier) ZoneID() string { return v.zoneID }
 
@@ -220,18 +224,38 @@ func (v *Verifier) checkRevoked(c *mandate.Claims) error {
 }
 
 // fresh refuses when the revocation state is older than the bound and the verifier fails
-// closed.
+// closed. The state's age is that of the source's watermark: the instant before which
+// every acknowledged revocation is known to have been applied.
 func (v *Verifier) fresh() error {
 	if v.opts.Source == nil || v.opts.FailOpen {
 		return nil
 	}
-	if v.now().Sub(v.opts.Source.LastContact()) > v.opts.MaxStaleness {
-		return &Error{Status: http.StatusServiceUnavailable, Description: "revocation state is stale; refusing until it is current"}
+	wm := v.opts.Source.Watermark()
+	age := v.now().Sub(wm)
+	if !wm.IsZero() && age <= v.opts.MaxStaleness {
+		return nil
 	}
-	return nil
+	return &Error{Status: http.StatusServiceUnavailable, RetryAfter: staleRetryAfter, Description: StaleReason(v.opts.Source, age)}
 }
 
-// Stale reports whether the revocation state is older than the bound.
-func (v *Verifier) Stale() bool {
-	return v.opts.Source != nil && v.now().Sub(v.opts.Source.LastContact()) > v.opts.MaxStaleness
+// staleRetryAfter is the Retry-After of a stale answer: heartbeats come every second, so
+// a state that recovers does so within a few.
+const staleRetryAfter = 2
+
+// StaleReason describes why src's revocation state is stale, age being its watermark's
+// age: the description of a stale 503 and of the WARN line when the state turns stale.
+func StaleReason(src revocation.Source, age time.Duration) string {
+	const prefix = "revocation state is stale: "
+	if !src.Watermark().IsZero() {
+		return prefix + fmt.Sprintf("last watermark %.0fs old (no recent heartbeat from a publisher)", age.Seconds())
+	}
+	st := src.Stats()
+	switch {
+	case !st.Synced:
+		return prefix + "never fetched from the transport"
+	case st.BadSignature > 0:
+		return prefix + fmt.Sprintf("no valid heartbeat ever received; %d entries dropped for bad signatures, check stream_key", st.BadSignature)
+	default:
+		return prefix + "no heartbeat ever received; check stream_key and the transport (a publisher must relay to it)"
+	}
 }

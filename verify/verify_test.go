@@ -52,7 +52,7 @@ func requestCases() []requestCase {
 	delegated := func(t *testing.T, f *fixture) string { return f.sign(t, f.delegatedClaims()) }
 	staleSource := func(age time.Duration) func(*testing.T, *fixture, *Options) {
 		return func(_ *testing.T, f *fixture, o *Options) {
-			src := &lastContactSource{}
+			src := newWatermarkSource()
 			if age >= 0 {
 				src.set(f.clock.Now().Add(-age))
 			}
@@ -702,6 +702,19 @@ func TestBusCarriesRevocationsToTheVerifier(t *testing.T) {
 	now := f.clock.Now()
 	direct := f.token(t, nil)
 	delegated := f.sign(t, f.delegatedClaims())
+	if got := get(direct); got != http.StatusServiceUnavailable {
+		t.Fatalf("before any heartbeat: status %d, want 503", got)
+	}
+	hb := revocation.Heartbeat{Publisher: "relay-test", Watermark: now, SentAt: now}
+	if err := bus.Publish(context.Background(), revocation.StreamSessionsRevoke, hb.SignedFields([]byte("a key the deployment does not use"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(direct); got != http.StatusServiceUnavailable {
+		t.Fatalf("after a heartbeat signed with another key: status %d, want 503", got)
+	}
+	if err := bus.Publish(context.Background(), revocation.StreamSessionsRevoke, hb.SignedFields(streamKey)); err != nil {
+		t.Fatal(err)
+	}
 	for _, tok := range []string{direct, delegated} {
 		if got := get(tok); got != http.StatusNoContent {
 			t.Fatalf("before any event: status %d", got)
@@ -713,8 +726,8 @@ func TestBusCarriesRevocationsToTheVerifier(t *testing.T) {
 	if got := get(direct); got != http.StatusNoContent {
 		t.Fatalf("a revocation signed with another key took effect: status %d", got)
 	}
-	if s := src.Stats(); s.BadSignature != 1 {
-		t.Fatalf("stats %+v, want one bad signature", s)
+	if s := src.Stats(); s.BadSignature != 2 || s.Heartbeats != 1 {
+		t.Fatalf("stats %+v, want two bad signatures and a heartbeat", s)
 	}
 
 	publish(revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: testZone, Epoch: 6, EdgeID: "edge-7", Event: "create"}.Fields(), streamKey)
@@ -790,31 +803,48 @@ func TestVerifierRecoversWhenTheKeysBecomeAvailable(t *testing.T) {
 	}
 }
 
-func TestStaleReportsTheAgeOfTheRevocationState(t *testing.T) {
+func TestStaleAnswersSayWhy(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		source   bool
-		age      time.Duration
+		age      time.Duration // of the watermark; negative for none
+		stats    revocation.Stats
 		failOpen bool
-		want     bool
+		want     answer
 	}{
-		{name: "a verifier without a source is never stale", want: false},
-		{name: "a source heard from within the bound is not stale", source: true, age: 5 * time.Second, want: false},
-		{name: "a source silent for longer than the bound is stale", source: true, age: time.Minute, want: true},
-		{name: "failing open does not hide staleness", source: true, age: time.Minute, failOpen: true, want: true},
+		{name: "a verifier without a source is never stale", want: passes},
+		{name: "a watermark within the bound passes", source: true, age: 5 * time.Second, stats: revocation.Stats{Synced: true}, want: passes},
+		{name: "an old watermark answers 503 with its age", source: true, age: time.Minute, stats: revocation.Stats{Synced: true},
+			want: answer{status: http.StatusServiceUnavailable, desc: "revocation state is stale: last watermark 60s old"}},
+		{name: "a source never synced says so", source: true, age: -1,
+			want: answer{status: http.StatusServiceUnavailable, desc: "revocation state is stale: never fetched from the transport"}},
+		{name: "a synced source without heartbeats names stream_key and the transport", source: true, age: -1, stats: revocation.Stats{Synced: true},
+			want: answer{status: http.StatusServiceUnavailable, desc: "revocation state is stale: no heartbeat ever received; check stream_key and the transport"}},
+		{name: "bad signatures are counted in the answer", source: true, age: -1, stats: revocation.Stats{Synced: true, BadSignature: 7},
+			want: answer{status: http.StatusServiceUnavailable, desc: "revocation state is stale: no valid heartbeat ever received; 7 entries dropped for bad signatures, check stream_key"}},
+		{name: "failing open passes a stale state", source: true, age: -1, failOpen: true, want: passes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			v := f.verifier(t, func(o *Options) {
 				if tc.source {
-					src := &lastContactSource{}
-					src.set(f.clock.Now().Add(-tc.age))
+					src := newWatermarkSource()
+					src.setStats(tc.stats)
+					if tc.age >= 0 {
+						src.set(f.clock.Now().Add(-tc.age))
+					}
 					o.Source = src
 				}
 				o.FailOpen = tc.failOpen
 			})
-			if got := v.Stale(); got != tc.want {
-				t.Fatalf("Stale() = %v, want %v", got, tc.want)
+			_, err := v.Verify(context.Background(), f.token(t, nil))
+			checkError(t, err, tc.want)
+			if tc.want.status == http.StatusServiceUnavailable {
+				rec := httptest.NewRecorder()
+				WriteError(rec, v.Realm(), err)
+				if got := rec.Header().Get("Retry-After"); got != "2" {
+					t.Fatalf("Retry-After = %q", got)
+				}
 			}
 		})
 	}
@@ -822,7 +852,7 @@ func TestStaleReportsTheAgeOfTheRevocationState(t *testing.T) {
 
 func TestMaxStalenessIsConfigurable(t *testing.T) {
 	f := newFixture(t)
-	src := &lastContactSource{}
+	src := newWatermarkSource()
 	src.set(f.clock.Now().Add(-time.Minute))
 	v := f.verifier(t, func(o *Options) {
 		o.Source = src

@@ -188,13 +188,24 @@ func TestRevocationsArriveFromRedis(t *testing.T) {
 	h := startHandler(t, c)
 	revoked, spared := "sid-r-"+unique, "sid-s-"+unique
 	revokedToken, sparedToken := z.mandate(t, revoked, "read"), z.mandate(t, spared, "read")
+	// No publisher has vouched for the state yet: refused, not passed.
+	if rec := get(h, "/hello", sparedToken); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("before any heartbeat: status %d: %s", rec.Code, rec.Body)
+	}
+	pub := revocation.NewRedisPublisher(revocation.RedisOptions{Client: rdb, StreamPrefix: prefix})
+	// The heartbeat an STS's outbox relay would send.
+	now := time.Now()
+	hb := revocation.Heartbeat{Publisher: "test-relay", Watermark: now, SentAt: now}
+	if err := pub.Publish(t.Context(), revocation.StreamSessionsRevoke, hb.SignedFields([]byte(streamKey))); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the heartbeat to make the state current", func() bool { return get(h, "/hello", sparedToken).Code != http.StatusServiceUnavailable })
 	for _, tok := range []string{revokedToken, sparedToken} {
 		if rec := get(h, "/hello", tok); rec.Code != http.StatusOK {
 			t.Fatalf("before any revocation: status %d: %s", rec.Code, rec.Body)
 		}
 	}
 
-	pub := revocation.NewRedisPublisher(revocation.RedisOptions{Client: rdb, StreamPrefix: prefix})
 	publish := func(sid, key string) {
 		t.Helper()
 		now := time.Now()

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -49,11 +50,13 @@ type Pipeline struct {
 	// Transport is "local" or "redis".
 	Transport string
 
+	prefix string
 	client *redis.Client
 }
 
 // Destruct stops the consumer and closes the Redis client.
 func (p *Pipeline) Destruct() error {
+	live.remove(p)
 	err := p.Source.Close()
 	if p.client != nil {
 		err = errors.Join(err, p.client.Close())
@@ -83,10 +86,14 @@ var pool = caddy.NewUsagePool()
 // same process (and of successive configs) see the same entries.
 var local = revocation.NewBus(revocation.DefaultRetention, nil)
 
-// Open returns the shared pipeline for cfg, starting it on first use. With Redis it
-// waits (bounded by ctx) until the consumer has rebuilt its state, so a gateway never
-// starts serving with an empty revocation set.
-func Open(ctx context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
+// Open returns the shared pipeline for cfg, starting it on first use. It never waits
+// for Redis: the consumer rebuilds in the background, and until it has done so and
+// read a publisher's heartbeat its Source has no watermark, so verifiers answer 503
+// instead of serving from an empty revocation set. ctx is not used beyond the call.
+func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	repl := caddy.NewReplacer()
 	transport := strings.TrimSpace(repl.ReplaceKnown(cfg.Transport, ""))
 	if transport == "" {
@@ -115,14 +122,17 @@ func Open(ctx context.Context, cfg Config, logger *zap.Logger) (*Handle, error) 
 			}
 			p.Transport = "local"
 			p.Publisher = local
-			p.Source = local.Attach(p.Store, p.Epochs, key)
+			p.Source = local.AttachLogged(p.Store, p.Epochs, key, logger)
+			p.started(logger, "")
 			return p, nil
 		}
 		opts, err := redis.ParseURL(transport)
 		if err != nil {
 			return nil, fmt.Errorf("revocation: transport must be local or a redis:// URL: %w", err)
 		}
+		tuneRedis(opts)
 		p.Transport = "redis"
+		p.prefix = cfg.StreamPrefix
 		p.client = redis.NewClient(opts)
 		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger}
 		p.Publisher = revocation.NewRedisPublisher(ro)
@@ -133,22 +143,52 @@ func Open(ctx context.Context, cfg Config, logger *zap.Logger) (*Handle, error) 
 			return nil, fmt.Errorf("revocation: starting the Redis consumer: %w", err)
 		}
 		p.Source = consumer
+		p.started(logger, opts.Addr)
 		return p, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	p := val.(*Pipeline)
-	if c, ok := p.Source.(*revocation.RedisRevocationConsumer); ok {
-		select {
-		case <-c.Ready():
-		case <-ctx.Done():
-			_, _ = pool.Delete(poolKey)
-			return nil, fmt.Errorf("revocation: Redis consumer not ready: %w", ctx.Err())
-		}
-	}
-	return &Handle{Pipeline: p, key: poolKey}, nil
+	return &Handle{Pipeline: val.(*Pipeline), key: poolKey}, nil
 }
+
+// started registers a new pipeline for the metrics and logs its one INFO line.
+func (p *Pipeline) started(logger *zap.Logger, addr string) {
+	live.add(p)
+	fields := []zap.Field{zap.String("transport", p.Transport), zap.String("stream_prefix", p.prefix), zap.Bool("signed", len(p.Key) > 0)}
+	if addr != "" {
+		fields = append(fields, zap.String("addr", addr))
+	}
+	logger.Info("revocation pipeline started", fields...)
+}
+
+// Redis client settings. The consumer and the outbox relay retry on their own, so a
+// dial is tried once and briefly: a command must fail fast while Redis is away and the
+// next one must reach it as soon as it is back. go-redis's dial breaker (open after
+// PoolSize failed dials) probes once a second, which bounds the delay after a return.
+const (
+	redisDialTimeout   = time.Second
+	redisDialerRetries = 1
+)
+
+var redisLogger sync.Once
+
+// tuneRedis applies the settings above where the URL did not choose, and routes
+// go-redis's own log lines (dial failures) into zap at debug level once per process.
+func tuneRedis(opts *redis.Options) {
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = redisDialTimeout
+	}
+	if opts.DialerRetries == 0 {
+		opts.DialerRetries = redisDialerRetries
+	}
+	// The process's logger, not the caller's: the setting is global and outlives it.
+	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{caddy.Log().Named("redis").Sugar()}) })
+}
+
+type zapRedisLogger struct{ l *zap.SugaredLogger }
+
+func (z zapRedisLogger) Printf(_ context.Context, format string, v ...any) { z.l.Debugf(format, v...) }
 
 // UnmarshalCaddyfile parses a revocation block or line; the dispenser is positioned on
 // the option's name:

@@ -60,9 +60,17 @@ func newStateCache(revoked *revocation.Store, source revocation.Source, stalenes
 		entries: make(map[cacheKey]cachedSession), edges: make(map[cacheKey]cachedEdge)}
 }
 
-// fresh reports whether the revocation set can be trusted now.
+// fresh reports whether the revocation set can be trusted now: its source's watermark
+// (every revocation acknowledged before it is applied) is within the staleness bound.
 func (c *stateCache) fresh(now time.Time) bool {
-	return c != nil && (c.source == nil || now.Sub(c.source.LastContact()) <= c.staleness)
+	if c == nil {
+		return false
+	}
+	if c.source == nil {
+		return true
+	}
+	wm := c.source.Watermark()
+	return !wm.IsZero() && now.Sub(wm) <= c.staleness
 }
 
 // session returns the session's current state: from the cache when the pipeline is

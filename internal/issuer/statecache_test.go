@@ -10,10 +10,10 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// staticSource is a revocation feed whose last contact the test sets.
+// staticSource is a revocation feed whose watermark the test sets.
 type staticSource struct{ last time.Time }
 
-func (s *staticSource) LastContact() time.Time  { return s.last }
+func (s *staticSource) Watermark() time.Time    { return s.last }
 func (s *staticSource) Lag() time.Duration      { return 0 }
 func (s *staticSource) Stats() revocation.Stats { return revocation.Stats{} }
 func (s *staticSource) Close() error            { return nil }

@@ -28,7 +28,9 @@ const (
 	DefaultInterval = time.Second
 	DefaultBatch    = 100
 	minBackoff      = 100 * time.Millisecond
-	maxBackoff      = 30 * time.Second
+	// maxBackoff is short: while the relay waits, heartbeats stop and every verifier
+	// turns stale, so a returning publisher must be used at once.
+	maxBackoff = time.Second
 )
 
 // Options configures a Relay.
@@ -44,6 +46,11 @@ type Options struct {
 	Interval time.Duration
 	// Batch is the number of rows read per store query (DefaultBatch when zero).
 	Batch int
+	// HeartbeatInterval is how often a heartbeat is appended to
+	// caracal.sessions.revoke (revocation.DefaultHeartbeatInterval when zero).
+	HeartbeatInterval time.Duration
+	// Name is the publisher name of the heartbeats (a random one when empty).
+	Name string
 	// Logger receives publication failures; zap.NewNop when nil.
 	Logger *zap.Logger
 	// Now is the clock for publication times; time.Now when nil.
@@ -59,6 +66,8 @@ type Relay struct {
 	started uint64        // number of the latest drain pass started
 	done    uint64        // number of the latest drain pass that completed without error
 	passed  chan struct{} // closed and replaced after each such pass
+
+	hb heartbeatState
 }
 
 // New returns a Relay; call Run to start it.
@@ -68,6 +77,12 @@ func New(o Options) *Relay {
 	}
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = revocation.DefaultHeartbeatInterval
+	}
+	if o.Name == "" {
+		o.Name = newRelayName()
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -129,8 +144,9 @@ func (r *Relay) Notify() {
 	}
 }
 
-// Run publishes pending rows until ctx is done. After a failure it retries with
-// exponential backoff (up to 30 s); a Notify cuts the wait short.
+// Run publishes pending rows until ctx is done, and a heartbeat after the first pass
+// and every HeartbeatInterval (see beat). After a failure it retries with exponential
+// backoff (up to 1 s); a Notify cuts the wait short.
 func (r *Relay) Run(ctx context.Context) {
 	var backoff time.Duration
 	timer := time.NewTimer(0)
@@ -142,42 +158,54 @@ func (r *Relay) Run(ctx context.Context) {
 		case <-timer.C:
 		case <-r.wake:
 		}
-		next := r.o.Interval
+		next := min(r.o.Interval, r.o.HeartbeatInterval)
 		pass := r.passStarted()
-		if err := r.drain(ctx); err != nil {
+		mark, err := r.drain(ctx)
+		if err == nil {
+			r.passCompleted(pass)
+			err = r.beat(ctx, mark)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			log := r.o.Logger.Debug
 			if backoff == 0 {
 				backoff = minBackoff
+				log = r.o.Logger.Warn
 			} else {
 				backoff = min(2*backoff, maxBackoff)
 			}
 			next = backoff
-			r.o.Logger.Warn("publishing outbox rows failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
+			log("publishing outbox rows or heartbeat failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
 		} else {
+			if backoff > 0 {
+				r.o.Logger.Info("publishing outbox rows and heartbeats again")
+			}
 			backoff = 0
-			r.passCompleted(pass)
 		}
 		timer.Reset(next)
 	}
 }
 
 // drain publishes pending rows, a batch at a time, until none is left. It stops at the
-// first failure so that rows go out in the order they were written.
-func (r *Relay) drain(ctx context.Context) error {
+// first failure so that rows go out in the order they were written. On success it
+// returns the instant just before its last query: every row committed before it has
+// been published.
+func (r *Relay) drain(ctx context.Context) (time.Time, error) {
 	for {
+		at := r.o.Now()
 		rows, err := r.o.Store.PendingOutbox(ctx, r.o.Batch)
 		if err != nil {
-			return fmt.Errorf("reading pending outbox rows: %w", err)
+			return time.Time{}, fmt.Errorf("reading pending outbox rows: %w", err)
 		}
 		for _, row := range rows {
 			if err := r.publish(ctx, row); err != nil {
-				return err
+				return time.Time{}, err
 			}
 		}
 		if len(rows) < r.o.Batch {
-			return nil
+			return at, nil
 		}
 	}
 }

@@ -108,6 +108,9 @@ type flaky struct {
 }
 
 func (f *flaky) Publish(ctx context.Context, stream string, fields map[string]string) error {
+	if revocation.IsHeartbeat(fields) {
+		return f.next.Publish(ctx, stream, fields)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
