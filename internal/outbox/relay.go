@@ -5,16 +5,23 @@
 // accepts them, so a revocation reaches the streams even if Redis was down when it
 // happened (SPEC.md section 6).
 //
-// Delivery is at least once: a row whose publication succeeded but could not be marked
-// (the database failed in between), or that two relays picked up at once, is published
-// again. Consumers apply entries idempotently, so a duplicate changes nothing.
+// Relays sharing an outbox claim rows before publishing them (store.ClaimOutbox): one
+// relay at a time holds a lease on the oldest pending rows, so a row goes out once and
+// every stream stays in order. Delivery is still at least once: a row whose
+// publication succeeded but could not be marked (the database failed in between), or
+// whose lease lapsed while its relay was stuck, is published again. Consumers apply
+// entries idempotently, so a duplicate changes nothing.
 package outbox
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +36,12 @@ const (
 	DefaultBatch    = 100
 	minBackoff      = 100 * time.Millisecond
 	maxBackoff      = 30 * time.Second
+	// DefaultLease is how long a claim on outbox rows lasts: how soon another relay
+	// takes over the rows of one that died.
+	DefaultLease = 5 * time.Second
+	// claimRetry is the pause before claiming again while another relay holds the
+	// outbox: it is publishing, which takes milliseconds.
+	claimRetry = 20 * time.Millisecond
 )
 
 // Options configures a Relay.
@@ -44,6 +57,12 @@ type Options struct {
 	Interval time.Duration
 	// Batch is the number of rows read per store query (DefaultBatch when zero).
 	Batch int
+	// ID names this relay: the owner of its outbox claims (a random "relay-…" when
+	// empty).
+	ID string
+	// Lease is how long a claim on outbox rows lasts (DefaultLease when zero). A relay
+	// claims again, renewing its lease, once half of it has passed.
+	Lease time.Duration
 	// Logger receives publication failures; zap.NewNop when nil.
 	Logger *zap.Logger
 	// Now is the clock for publication times; time.Now when nil.
@@ -54,6 +73,9 @@ type Options struct {
 type Relay struct {
 	o    Options
 	wake chan struct{}
+	hist history
+
+	publishErrors, republications, republished atomic.Uint64
 
 	mu      sync.Mutex
 	started uint64        // number of the latest drain pass started
@@ -74,6 +96,14 @@ func New(o Options) *Relay {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.ID == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		o.ID = "relay-" + hex.EncodeToString(b)
 	}
 	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
 }
@@ -144,10 +174,21 @@ func (r *Relay) Run(ctx context.Context) {
 		}
 		next := r.o.Interval
 		pass := r.passStarted()
-		if err := r.drain(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+		err := r.drain(ctx)
+		if err == nil {
+			err = r.ensureHistory(ctx)
+		}
+		switch {
+		case err == nil:
+			backoff = 0
+			r.passCompleted(pass)
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, store.ErrClaimed):
+			// Another relay is publishing the oldest rows; they are not ours to wait for
+			// with a backoff.
+			next = claimRetry
+		default:
 			if backoff == 0 {
 				backoff = minBackoff
 			} else {
@@ -155,28 +196,32 @@ func (r *Relay) Run(ctx context.Context) {
 			}
 			next = backoff
 			r.o.Logger.Warn("publishing outbox rows failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
-		} else {
-			backoff = 0
-			r.passCompleted(pass)
 		}
 		timer.Reset(next)
 	}
 }
 
-// drain publishes pending rows, a batch at a time, until none is left. It stops at the
-// first failure so that rows go out in the order they were written.
+// drain claims and publishes pending rows, a batch at a time, until none is left. It
+// stops at the first failure so that rows go out in the order they were written, and
+// claims again (renewing its lease) once half of the lease has passed.
 func (r *Relay) drain(ctx context.Context) error {
 	for {
-		rows, err := r.o.Store.PendingOutbox(ctx, r.o.Batch)
+		claimed := time.Now()
+		rows, err := r.o.Store.ClaimOutbox(ctx, r.o.ID, r.o.Batch, r.o.Lease)
 		if err != nil {
-			return fmt.Errorf("reading pending outbox rows: %w", err)
+			return fmt.Errorf("claiming pending outbox rows: %w", err)
 		}
+		renew := false
 		for _, row := range rows {
+			if time.Since(claimed) > r.o.Lease/2 {
+				renew = true
+				break
+			}
 			if err := r.publish(ctx, row); err != nil {
 				return err
 			}
 		}
-		if len(rows) < r.o.Batch {
+		if !renew && len(rows) < r.o.Batch {
 			return nil
 		}
 	}
@@ -185,6 +230,7 @@ func (r *Relay) drain(ctx context.Context) error {
 func (r *Relay) publish(ctx context.Context, row store.OutboxEvent) error {
 	fields := r.fields(row)
 	if err := r.o.Publisher.Publish(ctx, row.Stream, fields); err != nil {
+		r.publishErrors.Add(1)
 		if markErr := r.o.Store.MarkAttempt(ctx, row.ZoneID, row.ID); markErr != nil {
 			r.o.Logger.Warn("counting a failed outbox publication", zap.Int64("id", row.ID), zap.Error(markErr))
 		}
