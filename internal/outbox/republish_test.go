@@ -306,3 +306,28 @@ func TestRelayRepublishesLiveRevocationsAfterRedisLostItsData(t *testing.T) {
 		}
 	})
 }
+
+// A relay's first publication after Redis returns must go through: with go-redis'
+// defaults, the failed dials of an outage open the pool's dial breaker and the first
+// calls after Redis is back fail until its background probe (once a second) gets in.
+func TestPublisherClientRecoversAsSoonAsRedisReturns(t *testing.T) {
+	rs := startRedisServer(t, "")
+	pub := revocation.NewRedisPublisher(revocation.RedisOptions{Client: publisherClient(t, rs.addr())})
+	ctx := context.Background()
+	fields := map[string]string{"n": "1"}
+	if err := pub.Publish(ctx, revocation.StreamSessionsRevoke, fields); err != nil {
+		t.Fatal(err)
+	}
+	rs.stop()
+	// Each failed call dials up to three times (MaxRetries 2): 30 failed dials, more
+	// than the default dial breaker (PoolSize = 10 per CPU) tolerates on this machine.
+	for range 10 {
+		if err := pub.Publish(ctx, revocation.StreamSessionsRevoke, fields); err == nil {
+			t.Fatal("published while Redis was down")
+		}
+	}
+	startRedisServer(t, rs.port)
+	if err := pub.Publish(ctx, revocation.StreamSessionsRevoke, fields); err != nil {
+		t.Fatalf("first publication after Redis returned: %v", err)
+	}
+}
