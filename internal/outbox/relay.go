@@ -175,8 +175,11 @@ func (r *Relay) Run(ctx context.Context) {
 		next := r.o.Interval
 		pass := r.passStarted()
 		err := r.drain(ctx)
-		if err == nil {
-			err = r.ensureHistory(ctx)
+		if err == nil || errors.Is(err, store.ErrClaimed) {
+			// While another relay publishes, this one still keeps its history checked.
+			if herr := r.ensureHistory(ctx); herr != nil {
+				err = herr
+			}
 		}
 		switch {
 		case err == nil:
