@@ -160,7 +160,9 @@ func (r *Relay) Notify() {
 }
 
 // Run publishes pending rows until ctx is done. After a failure it retries with
-// exponential backoff (up to 30 s); a Notify cuts the wait short.
+// exponential backoff (up to 30 s); a Notify cuts the wait short. Each pass also keeps
+// the streams' history checked, republishing from storage when it was lost (see
+// republish.go).
 func (r *Relay) Run(ctx context.Context) {
 	var backoff time.Duration
 	timer := time.NewTimer(0)
