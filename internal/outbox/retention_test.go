@@ -113,3 +113,43 @@ func TestRetentionDeletesWhatIsOldAndKeepsWhatIsLive(t *testing.T) {
 		t.Fatalf("second purge: %+v, %v; want nothing left to delete", again, err)
 	}
 }
+
+func TestRetentionRunPurgesAtStartAndOnSchedule(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	clock := testenv.NewClock(time.Now())
+	r, err := outbox.NewRetention(outbox.RetentionOptions{Store: s, Interval: 10 * time.Millisecond, Horizon: time.Hour, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := func(sid string) int64 {
+		revokeSession(t, s, sid, "logout")
+		rows := pending(t, s)
+		if err := s.MarkPublished(ctx, zone, rows[0].ID, clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return rows[0].ID
+	}
+	gone := func(id int64) func() bool {
+		return func() bool { return errors.Is(s.MarkAttempt(ctx, zone, id), store.ErrNotFound) }
+	}
+	first := published("ses-1")
+	clock.Advance(2 * time.Hour)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		r.Run(runCtx)
+		close(done)
+	}()
+	defer func() {
+		cancel()
+		waitClosed(t, "Run to return after cancel", done)
+	}()
+	waitFor(t, "the purge at start", gone(first))
+	second := published("ses-2")
+	if gone(second)() {
+		t.Fatal("a row published within the horizon was purged")
+	}
+	clock.Advance(2 * time.Hour)
+	waitFor(t, "a scheduled purge", gone(second))
+}
