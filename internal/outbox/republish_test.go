@@ -244,6 +244,7 @@ func TestRelayRepublishesLiveRevocationsAfterRedisLostItsData(t *testing.T) {
 	pub.reset()
 	before := r.Stats().Republished
 	rs = startRedisServer(t, rs.port)
+	back := time.Now()
 
 	t.Run("a heartbeat of the lost generation is refused and appends nothing", func(t *testing.T) {
 		err := pub.RedisPublisher.PublishHeartbeat(ctx, gen, hb)
@@ -252,6 +253,7 @@ func TestRelayRepublishesLiveRevocationsAfterRedisLostItsData(t *testing.T) {
 		}
 	})
 	waitFor(t, "the republication after the loss", func() bool { return r.Stats().Republications == 2 })
+	t.Logf("republication complete %s after Redis answered again", time.Since(back).Round(time.Millisecond))
 
 	t.Run("every live revocation and nothing expired is back, before the marker", func(t *testing.T) {
 		msgs, err := admin.XRange(ctx, revocation.StreamSessionsRevoke, "-", "+").Result()
