@@ -108,6 +108,9 @@ func New(o Options) *Relay {
 	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
 }
 
+// ID is the relay's name: the owner of its outbox claims.
+func (r *Relay) ID() string { return r.o.ID }
+
 // Flush wakes the relay and waits until a drain pass that started after the call has
 // completed without error: every row committed before the call was then published,
 // by this relay or an earlier pass. It returns ctx's error when ctx ends first (the

@@ -421,7 +421,10 @@ func TestRelayTakesOverTheRowsOfAStuckRelayOnceItsLeaseLapses(t *testing.T) {
 	run(t, a)
 	waitClosed(t, "relay a to claim the row and hang", hung.entered)
 
-	b := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: 10 * time.Millisecond, ID: "relay-b"})
+	b := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: 10 * time.Millisecond})
+	if id := b.ID(); id == "" || id == a.ID() {
+		t.Fatalf("relay ids %q and %q; want a distinct generated one", a.ID(), id)
+	}
 	run(t, b)
 	waitFor(t, "relay b to publish the row", func() bool { return len(pending(t, s)) == 0 })
 	if _, hit := st.Revoked(zone, "ses-stuck"); !hit {
