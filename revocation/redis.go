@@ -77,37 +77,6 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	return o
 }
 
-// RedisPublisher appends entries to Redis streams with XADD.
-type RedisPublisher struct {
-	o RedisOptions
-}
-
-// NewRedisPublisher returns a publisher over o.Client.
-func NewRedisPublisher(o RedisOptions) *RedisPublisher {
-	return &RedisPublisher{o: o.withDefaults()}
-}
-
-// Publish appends fields to the stream and trims, in the same command, the entries
-// older than the retention horizon. The trim is exact (MINID =), so nothing younger
-// than Retention (by the publisher's clock) is ever removed.
-func (p *RedisPublisher) Publish(ctx context.Context, stream string, fields map[string]string) error {
-	if p.o.Client == nil {
-		return errors.New("publishing revocation entry: no Redis client configured")
-	}
-	if stream == "" {
-		return errors.New("publishing revocation entry: empty stream name")
-	}
-	args := &redis.XAddArgs{
-		Stream: p.o.StreamPrefix + stream,
-		MinID:  idAt(p.o.Now().Add(-p.o.Retention)).String(),
-		Values: fields,
-	}
-	if err := p.o.Client.XAdd(ctx, args).Err(); err != nil {
-		return fmt.Errorf("publishing to %s: %w", args.Stream, err)
-	}
-	return nil
-}
-
 // RedisRevocationConsumer keeps a Store and Epochs up to date from the Redis streams.
 // Every consumer reads every entry: it uses plain XREAD BLOCK from its own position,
 // no consumer group, and never sleeps between reads.

@@ -63,6 +63,7 @@ type App struct {
 	service  *issuer.Service
 	pipeline *caddyrev.Handle
 	relay    *outbox.Relay
+	purger   *outbox.Retention
 	stop     context.CancelFunc
 	done     chan struct{}
 	logger   *zap.Logger
@@ -144,6 +145,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
 	a.relay = outbox.New(outbox.Options{Store: a.store, Publisher: a.pipeline.Publisher, Key: a.pipeline.Key, Logger: a.logger})
+	// Storage keeps what the streams keep: the revocation retention is the horizon.
+	if a.purger, err = outbox.NewRetention(outbox.RetentionOptions{Store: a.store, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
 	if a.Policy.RemoteURL != "" {
 		a.engine, err = policy.NewRemote(policy.RemoteOptions{URL: repl.ReplaceKnown(a.Policy.RemoteURL, ""), Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
 		if err != nil {
@@ -279,13 +284,17 @@ func loadBundle(source string, grants []GrantConfig) (*issuer.PolicySpec, error)
 	return &issuer.PolicySpec{Modules: modules, Data: merged}, nil
 }
 
-// Start runs the outbox relay; everything else was built in Provision.
+// Start runs the outbox relay and the retention purge; everything else was built in
+// Provision.
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop, a.done = cancel, make(chan struct{})
 	go func() {
 		defer close(a.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { a.purger.Run(ctx) })
 		a.relay.Run(ctx)
+		wg.Wait()
 	}()
 	return nil
 }

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"time"
 
@@ -17,24 +16,27 @@ type heartbeatState struct {
 	watermark time.Time // the last heartbeat's watermark
 }
 
-// newRelayName returns a random publisher name for a relay that was given none.
-func newRelayName() string {
-	return "relay-" + rand.Text()[:12]
-}
-
-// beat appends a heartbeat after a successful drain pass when one is due (the first
-// pass, then every HeartbeatInterval). mark is the instant just before the pass's last
-// outbox query, which found fewer rows than a batch and all of them are now published:
-// every row committed before mark is on the stream ahead of this heartbeat, so mark is
-// its watermark. A watermark never moves back: when the clock does, the previous one
-// is repeated.
-func (r *Relay) beat(ctx context.Context, mark time.Time) error {
+// beat appends a heartbeat when one is due (the first pass, then every
+// HeartbeatInterval). Its watermark is the store's OutboxWatermark, taken now: the
+// database's now, or the creation time of the oldest row not yet published (claimed by
+// any relay or not), whichever is earlier, and never later than the relay's own clock.
+// Rows published before that query were appended to the stream before it, so the
+// heartbeat, appended after it, follows every revocation committed before its
+// watermark. A watermark never moves back: when a clock does, the previous one is
+// repeated.
+func (r *Relay) beat(ctx context.Context) error {
 	now := r.o.Now()
 	// A clock that went back makes one due at once rather than after the jump.
 	if d := now.Sub(r.hb.sentAt); r.hb.sent && d >= 0 && d < r.o.HeartbeatInterval {
 		return nil
 	}
-	w := mark
+	w, err := r.o.Store.OutboxWatermark(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the outbox watermark: %w", err)
+	}
+	if w.After(now) {
+		w = now
+	}
 	if w.Before(r.hb.watermark) {
 		w = r.hb.watermark
 	}
@@ -43,8 +45,9 @@ func (r *Relay) beat(ctx context.Context, mark time.Time) error {
 		// ParseHeartbeat refuses a watermark after sent_at.
 		sentAt = w
 	}
-	fields := revocation.Heartbeat{Publisher: r.o.Name, Watermark: w, SentAt: sentAt}.SignedFields(r.o.Key)
-	if err := r.o.Publisher.Publish(ctx, revocation.StreamSessionsRevoke, fields); err != nil {
+	// PublishHeartbeat signs and binds the heartbeat to the streams' generation.
+	fields := revocation.Heartbeat{Publisher: r.o.ID, Watermark: w, SentAt: sentAt}.Fields()
+	if err := r.PublishHeartbeat(ctx, fields); err != nil {
 		return fmt.Errorf("publishing heartbeat: %w", err)
 	}
 	r.hb = heartbeatState{sent: true, sentAt: now, watermark: w}

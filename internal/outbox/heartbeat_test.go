@@ -72,7 +72,7 @@ func TestRelayHeartbeatsMakeASourceFresh(t *testing.T) {
 		t.Fatal("a watermark before any relay ran")
 	}
 	before := time.Now().Truncate(time.Millisecond)
-	r := outbox.New(outbox.Options{Store: s, Publisher: bus, Key: key, Interval: time.Hour, HeartbeatInterval: 10 * time.Millisecond, Name: "relay-a"})
+	r := outbox.New(outbox.Options{Store: s, Publisher: bus, Key: key, Interval: time.Hour, HeartbeatInterval: 10 * time.Millisecond, ID: "relay-a"})
 	run(t, r)
 	testenv.WaitFor(t, "the first heartbeat", func() bool { return !src.Watermark().IsZero() })
 	if wm := src.Watermark(); wm.Before(before) || wm.After(time.Now()) {

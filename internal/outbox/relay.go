@@ -5,16 +5,23 @@
 // accepts them, so a revocation reaches the streams even if Redis was down when it
 // happened (SPEC.md section 6).
 //
-// Delivery is at least once: a row whose publication succeeded but could not be marked
-// (the database failed in between), or that two relays picked up at once, is published
-// again. Consumers apply entries idempotently, so a duplicate changes nothing.
+// Relays sharing an outbox claim rows before publishing them (store.ClaimOutbox): one
+// relay at a time holds a lease on the oldest pending rows, so a row goes out once and
+// every stream stays in order. Delivery is still at least once: a row whose
+// publication succeeded but could not be marked (the database failed in between), or
+// whose lease lapsed while its relay was stuck, is published again. Consumers apply
+// entries idempotently, so a duplicate changes nothing.
 package outbox
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,6 +38,12 @@ const (
 	// maxBackoff is short: while the relay waits, heartbeats stop and every verifier
 	// turns stale, so a returning publisher must be used at once.
 	maxBackoff = time.Second
+	// DefaultLease is how long a claim on outbox rows lasts: how soon another relay
+	// takes over the rows of one that died.
+	DefaultLease = 5 * time.Second
+	// claimRetry is the pause before claiming again while another relay holds the
+	// outbox: it is publishing, which takes milliseconds.
+	claimRetry = 20 * time.Millisecond
 )
 
 // Options configures a Relay.
@@ -46,11 +59,15 @@ type Options struct {
 	Interval time.Duration
 	// Batch is the number of rows read per store query (DefaultBatch when zero).
 	Batch int
+	// ID names this relay: the owner of its outbox claims (a random "relay-…" when
+	// empty).
+	ID string
+	// Lease is how long a claim on outbox rows lasts (DefaultLease when zero). A relay
+	// claims again, renewing its lease, once half of it has passed.
+	Lease time.Duration
 	// HeartbeatInterval is how often a heartbeat is appended to
 	// caracal.sessions.revoke (revocation.DefaultHeartbeatInterval when zero).
 	HeartbeatInterval time.Duration
-	// Name is the publisher name of the heartbeats (a random one when empty).
-	Name string
 	// Logger receives publication failures; zap.NewNop when nil.
 	Logger *zap.Logger
 	// Now is the clock for publication times; time.Now when nil.
@@ -61,13 +78,16 @@ type Options struct {
 type Relay struct {
 	o    Options
 	wake chan struct{}
+	hist history
+
+	publishErrors, republications, republished atomic.Uint64
+
+	hb heartbeatState // only the Run goroutine uses it
 
 	mu      sync.Mutex
 	started uint64        // number of the latest drain pass started
 	done    uint64        // number of the latest drain pass that completed without error
 	passed  chan struct{} // closed and replaced after each such pass
-
-	hb heartbeatState
 }
 
 // New returns a Relay; call Run to start it.
@@ -78,20 +98,28 @@ func New(o Options) *Relay {
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
 	}
-	if o.HeartbeatInterval <= 0 {
-		o.HeartbeatInterval = revocation.DefaultHeartbeatInterval
-	}
-	if o.Name == "" {
-		o.Name = newRelayName()
-	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = revocation.DefaultHeartbeatInterval
+	}
+	if o.ID == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		o.ID = "relay-" + hex.EncodeToString(b)
+	}
 	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
 }
+
+// ID is the relay's name: the owner of its outbox claims.
+func (r *Relay) ID() string { return r.o.ID }
 
 // Flush wakes the relay and waits until a drain pass that started after the call has
 // completed without error: every row committed before the call was then published,
@@ -144,9 +172,11 @@ func (r *Relay) Notify() {
 	}
 }
 
-// Run publishes pending rows until ctx is done, and a heartbeat after the first pass
-// and every HeartbeatInterval (see beat). After a failure it retries with exponential
-// backoff (up to 1 s); a Notify cuts the wait short.
+// Run publishes pending rows until ctx is done. Each pass also keeps the streams'
+// history checked, republishing from storage when it was lost (see republish.go), and
+// appends a heartbeat after the first pass and every HeartbeatInterval (see beat).
+// After a failure it retries with exponential backoff (up to 1 s); a Notify cuts the
+// wait short.
 func (r *Relay) Run(ctx context.Context) {
 	var backoff time.Duration
 	timer := time.NewTimer(0)
@@ -160,52 +190,69 @@ func (r *Relay) Run(ctx context.Context) {
 		}
 		next := min(r.o.Interval, r.o.HeartbeatInterval)
 		pass := r.passStarted()
-		mark, err := r.drain(ctx)
-		if err == nil {
-			r.passCompleted(pass)
-			err = r.beat(ctx, mark)
+		err := r.drain(ctx)
+		if err == nil || errors.Is(err, store.ErrClaimed) {
+			// While another relay publishes, this one still keeps its history checked
+			// and its heartbeats going: their watermark counts the other relay's
+			// claimed rows as pending.
+			if herr := r.ensureHistory(ctx); herr != nil {
+				err = herr
+			} else if berr := r.beat(ctx); berr != nil {
+				err = berr
+			}
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log := r.o.Logger.Debug
-			if backoff == 0 {
-				backoff = minBackoff
-				log = r.o.Logger.Warn
-			} else {
-				backoff = min(2*backoff, maxBackoff)
-			}
-			next = backoff
-			log("publishing outbox rows or heartbeat failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
-		} else {
+		switch {
+		case err == nil:
 			if backoff > 0 {
 				r.o.Logger.Info("publishing outbox rows and heartbeats again")
 			}
 			backoff = 0
+			r.passCompleted(pass)
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, store.ErrClaimed):
+			// Another relay is publishing the oldest rows; they are not ours to wait for
+			// with a backoff.
+			next = claimRetry
+		default:
+			if backoff == 0 {
+				backoff = minBackoff
+			} else {
+				backoff = min(2*backoff, maxBackoff)
+			}
+			next = backoff
+			log := r.o.Logger.Debug
+			if backoff == minBackoff {
+				log = r.o.Logger.Warn
+			}
+			log("publishing outbox rows or heartbeat failed; will retry", zap.Duration("retry_in", next), zap.Error(err))
 		}
 		timer.Reset(next)
 	}
 }
 
-// drain publishes pending rows, a batch at a time, until none is left. It stops at the
-// first failure so that rows go out in the order they were written. On success it
-// returns the instant just before its last query: every row committed before it has
-// been published.
-func (r *Relay) drain(ctx context.Context) (time.Time, error) {
+// drain claims and publishes pending rows, a batch at a time, until none is left. It
+// stops at the first failure so that rows go out in the order they were written, and
+// claims again (renewing its lease) once half of the lease has passed.
+func (r *Relay) drain(ctx context.Context) error {
 	for {
-		at := r.o.Now()
-		rows, err := r.o.Store.PendingOutbox(ctx, r.o.Batch)
+		claimed := time.Now()
+		rows, err := r.o.Store.ClaimOutbox(ctx, r.o.ID, r.o.Batch, r.o.Lease)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("reading pending outbox rows: %w", err)
+			return fmt.Errorf("claiming pending outbox rows: %w", err)
 		}
+		renew := false
 		for _, row := range rows {
+			if time.Since(claimed) > r.o.Lease/2 {
+				renew = true
+				break
+			}
 			if err := r.publish(ctx, row); err != nil {
-				return time.Time{}, err
+				return err
 			}
 		}
-		if len(rows) < r.o.Batch {
-			return at, nil
+		if !renew && len(rows) < r.o.Batch {
+			return nil
 		}
 	}
 }
@@ -213,6 +260,7 @@ func (r *Relay) drain(ctx context.Context) (time.Time, error) {
 func (r *Relay) publish(ctx context.Context, row store.OutboxEvent) error {
 	fields := r.fields(row)
 	if err := r.o.Publisher.Publish(ctx, row.Stream, fields); err != nil {
+		r.publishErrors.Add(1)
 		if markErr := r.o.Store.MarkAttempt(ctx, row.ZoneID, row.ID); markErr != nil {
 			r.o.Logger.Warn("counting a failed outbox publication", zap.Int64("id", row.ID), zap.Error(markErr))
 		}

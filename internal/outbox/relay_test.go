@@ -397,3 +397,43 @@ func TestRelayFlushGivesUpWithItsContext(t *testing.T) {
 		t.Fatal("the unpublished row left the outbox")
 	}
 }
+
+// stuck blocks every publication until its context ends, like a relay whose process
+// hangs; entered is closed on the first call.
+type stuck struct {
+	once    sync.Once
+	entered chan struct{}
+}
+
+func (s *stuck) Publish(ctx context.Context, _ string, _ map[string]string) error {
+	s.once.Do(func() { close(s.entered) })
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestRelayTakesOverTheRowsOfAStuckRelayOnceItsLeaseLapses(t *testing.T) {
+	s := newStore(t)
+	bus := revocation.NewBus(0, nil)
+	st := revocation.NewStore(nil)
+	src := bus.Attach(st, nil, nil)
+	defer src.Close()
+
+	hung := &stuck{entered: make(chan struct{})}
+	a := outbox.New(outbox.Options{Store: s, Publisher: hung, Interval: time.Hour, ID: "relay-a", Lease: 50 * time.Millisecond})
+	revokeSession(t, s, "ses-stuck", "logout")
+	run(t, a)
+	waitClosed(t, "relay a to claim the row and hang", hung.entered)
+
+	b := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: 10 * time.Millisecond})
+	if id := b.ID(); id == "" || id == a.ID() {
+		t.Fatalf("relay ids %q and %q; want a distinct generated one", a.ID(), id)
+	}
+	run(t, b)
+	waitFor(t, "relay b to publish the row", func() bool { return len(pending(t, s)) == 0 })
+	if _, hit := st.Revoked(zone, "ses-stuck"); !hit {
+		t.Fatal("the row was marked published without reaching the bus")
+	}
+	if n := src.Stats().Applied; n != 1 {
+		t.Fatalf("%d entries applied, want 1", n)
+	}
+}

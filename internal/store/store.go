@@ -23,6 +23,8 @@ var (
 	// ErrUnavailable: the backing database could not be reached or failed; callers must not
 	// issue anything on doubt.
 	ErrUnavailable = errors.New("storage unavailable")
+	// ErrClaimed: another relay holds a live lease on pending outbox rows.
+	ErrClaimed = errors.New("outbox claimed by another relay")
 )
 
 // Record states.
@@ -148,6 +150,46 @@ type OutboxEvent struct {
 	Attempts    int
 }
 
+// OutboxBacklog describes the unpublished outbox rows.
+type OutboxBacklog struct {
+	Pending int       // unpublished rows, claimed or not
+	Oldest  time.Time // CreatedAt of the oldest; zero when none
+	Now     time.Time // the database's clock when counted
+}
+
+// RevocationCursor is a position in LiveRevocations' order.
+type RevocationCursor struct {
+	Edge bool   // false while in the sessions
+	ID   string // the last id returned
+}
+
+// LiveRevocation is a revoked session (SessionID set) or a revoked delegation edge
+// (EdgeID set) whose anchor can still appear in a valid mandate.
+type LiveRevocation struct {
+	ZoneID    string
+	SessionID string
+	EdgeID    string
+	Reason    string // empty for an edge: edges do not record one
+	RevokedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Cursor is the position after r, to continue LiveRevocations from.
+func (r LiveRevocation) Cursor() RevocationCursor {
+	if r.EdgeID != "" {
+		return RevocationCursor{Edge: true, ID: r.EdgeID}
+	}
+	return RevocationCursor{ID: r.SessionID}
+}
+
+// Fields returns the caracal.sessions.revoke entry that republishes r (without sig).
+func (r LiveRevocation) Fields() map[string]string {
+	if r.EdgeID != "" {
+		return EdgeRevokeFields(r.ZoneID, r.EdgeID, r.Reason, r.RevokedAt, r.ExpiresAt)
+	}
+	return SessionRevokeFields(r.ZoneID, r.SessionID, r.Reason, r.RevokedAt, r.ExpiresAt)
+}
+
 // AuditEvent records an administrative or security-relevant action.
 type AuditEvent struct {
 	ZoneID  string
@@ -248,6 +290,34 @@ type Store interface {
 	// MarkPublished records a successful publication; a failed attempt only bumps Attempts.
 	MarkPublished(ctx context.Context, zoneID string, id int64, now time.Time) error
 	MarkAttempt(ctx context.Context, zoneID string, id int64) error
+	// ClaimOutbox leases the oldest unpublished rows of every zone (up to limit, oldest
+	// first) to owner until the database's clock reaches now + lease, so that concurrent
+	// relays do not publish the same row. Rows whose lease lapsed (their relay died) and
+	// rows already leased to owner are claimable again. The outbox is published by one
+	// relay at a time, which keeps every stream in order: while a live lease of another
+	// owner covers a pending row, nothing is claimed and the error wraps ErrClaimed.
+	ClaimOutbox(ctx context.Context, owner string, limit int, lease time.Duration) ([]OutboxEvent, error)
+	// OutboxWatermark returns min(the database's now, CreatedAt of the oldest unpublished
+	// row, claimed or not): every row created before it has been published.
+	OutboxWatermark(ctx context.Context) (time.Time, error)
+	// OutboxBacklog counts the unpublished rows and returns the oldest's CreatedAt, for
+	// metrics.
+	OutboxBacklog(ctx context.Context) (OutboxBacklog, error)
+	// PurgeOutbox deletes up to limit rows published before cutoff and returns how many
+	// it deleted. Unpublished rows are never deleted.
+	PurgeOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error)
+
+	// LiveRevocations returns, a page at a time, the zone's revoked sessions and revoked
+	// edges whose ExpiresAt plus grace is after now: every revocation a mandate could
+	// still need. Sessions come first, then edges, each by id; pass the last returned
+	// item's cursor to get the next page (the zero cursor starts).
+	LiveRevocations(ctx context.Context, zoneID string, now time.Time, grace time.Duration, after RevocationCursor, limit int) ([]LiveRevocation, error)
+	// PurgeExpired deletes up to limit of the zone's inactive edges and sessions whose
+	// ExpiresAt is before cutoff and returns how many it deleted, edges first. It never
+	// deletes an active edge (the expiry sweeper retires it first, with its epoch bump),
+	// an edge another edge names as parent, or a session an edge references; those go
+	// in a later call once what references them is gone. It runs under the zone lock.
+	PurgeExpired(ctx context.Context, zoneID string, cutoff time.Time, limit int) (int, error)
 
 	AppendAudit(ctx context.Context, e AuditEvent) error
 	ListAudit(ctx context.Context, zoneID string, limit int) ([]AuditEvent, error)

@@ -32,6 +32,7 @@ type Store struct {
 	zones  map[string]*zoneState
 	tokens map[string]store.AdminToken // by id
 	outbox map[int64]store.OutboxEvent
+	claims map[int64]claim    // leases of pending outbox rows
 	audit  []store.AuditEvent // in id order
 
 	// Sequences shared by all zones, like the PostgreSQL sequences.
@@ -55,6 +56,7 @@ func New() *Store {
 		zones:  make(map[string]*zoneState),
 		tokens: make(map[string]store.AdminToken),
 		outbox: make(map[int64]store.OutboxEvent),
+		claims: make(map[int64]claim),
 	}
 }
 
@@ -782,13 +784,7 @@ func (s *Store) PendingOutbox(_ context.Context, limit int) ([]store.OutboxEvent
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	var out []store.OutboxEvent
-	for _, e := range s.outbox {
-		if e.PublishedAt.IsZero() {
-			out = append(out, e)
-		}
-	}
-	slices.SortFunc(out, func(a, b store.OutboxEvent) int { return cmp.Compare(a.ID, b.ID) })
+	out := s.pendingLocked()
 	out = out[:min(limit, len(out))]
 	for i := range out {
 		out[i] = cloneOutbox(out[i])
@@ -809,6 +805,7 @@ func (s *Store) MarkPublished(_ context.Context, zoneID string, id int64, now ti
 	if e.PublishedAt.IsZero() {
 		e.PublishedAt = ts(now)
 		s.outbox[id] = e
+		delete(s.claims, id)
 	}
 	return nil
 }
