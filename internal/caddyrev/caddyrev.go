@@ -50,16 +50,19 @@ type Pipeline struct {
 	// Transport is "local" or "redis".
 	Transport string
 
-	prefix string
-	client *redis.Client
+	prefix    string
+	client    *redis.Client // the consumer's
+	pubClient *redis.Client // the publisher's
 }
 
 // Destruct stops the consumer and closes the Redis client.
 func (p *Pipeline) Destruct() error {
 	live.remove(p)
 	err := p.Source.Close()
-	if p.client != nil {
-		err = errors.Join(err, p.client.Close())
+	for _, c := range []*redis.Client{p.client, p.pubClient} {
+		if c != nil {
+			err = errors.Join(err, c.Close())
+		}
 	}
 	return err
 }
@@ -135,11 +138,19 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 		p.prefix = cfg.StreamPrefix
 		p.client = redis.NewClient(opts)
 		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger}
-		p.Publisher = revocation.NewRedisPublisher(ro)
+		// The publisher gets a client of its own, tuned so that a returning Redis is used
+		// at once (go-redis's dial breaker would otherwise hold failures for a while).
+		pubOpts := *opts
+		revocation.TunePublisherOptions(&pubOpts)
+		p.pubClient = redis.NewClient(&pubOpts)
+		po := ro
+		po.Client = p.pubClient
+		p.Publisher = revocation.NewRedisPublisher(po)
 		// The consumer lives as long as the pipeline, not as long as this config.
 		consumer, err := revocation.NewRedisRevocationConsumer(context.Background(), p.Store, p.Epochs, ro)
 		if err != nil {
 			_ = p.client.Close()
+			_ = p.pubClient.Close()
 			return nil, fmt.Errorf("revocation: starting the Redis consumer: %w", err)
 		}
 		p.Source = consumer
