@@ -55,6 +55,8 @@ func walkthroughBlock(readme, name string) (string, error) {
 	}
 }
 
+// TestREADMEWalkthroughBlockExtraction: a marked block comes out verbatim; a missing,
+// repeated or misplaced marker and an unclosed block are errors, not an empty script.
 func TestREADMEWalkthroughBlockExtraction(t *testing.T) {
 	const readme = "# Title\n\n<!-- walkthrough: a (tested) -->\n```sh\necho 1\n\necho \"$X\" &\n```\n" +
 		"text\n<!-- walkthrough: ab -->\n```sh\necho ab\n```\n" +
@@ -251,7 +253,7 @@ func checkDelegation(t *testing.T, stdout string) {
 			t.Fatalf("%s: %v in %q", what, err, stdout)
 		}
 		if off := dec.InputOffset(); off >= int64(len(stdout)) || stdout[off] != '\n' {
-			t.Fatalf("%s does not end its line: %q", what, stdout[:off])
+			t.Fatalf("%s does not end its line: %q follows it", what, stdout[off:])
 		}
 	}
 
