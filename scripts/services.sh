@@ -64,6 +64,15 @@ if ! command -v redis-server >/dev/null; then
 	apt_install redis-server
 fi
 
+# The README's walkthrough, and the e2e test that runs it, need curl and jq.
+missing_tools=()
+for tool in curl jq; do
+	command -v "$tool" >/dev/null || missing_tools+=("$tool")
+done
+if ((${#missing_tools[@]} > 0)); then
+	apt_install "${missing_tools[@]}"
+fi
+
 if pg_up && redis_answers; then
 	log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) already answer; nothing to do."
 	exit 0

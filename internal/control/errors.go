@@ -97,6 +97,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		body = []byte(`{"error":"server_error","error_description":"response could not be encoded"}`)
 	}
+	// A trailing newline, as json.Encoder writes: answers printed by curl end their line.
+	body = append(body, '\n')
 	h := w.Header()
 	noStore(h)
 	h.Set("Content-Type", "application/json")

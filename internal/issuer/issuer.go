@@ -322,6 +322,8 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	if err != nil {
 		return err
 	}
+	// Served as is by serveJWKS; ends its line like every other JSON answer.
+	jwksBody = append(jwksBody, '\n')
 	if err := s.syncPolicy(ctx, zoneID); err != nil {
 		// The engine leaves the zone deny-all; keys are still served.
 		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
