@@ -9,27 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
 )
-
-// demoCaddyfile is the repository's Caddyfile.example on the instance's ports, with the
-// admin endpoint and every listener on loopback.
-func demoCaddyfile(t *testing.T) func(port, admin int) string {
-	t.Helper()
-	src, err := os.ReadFile("../Caddyfile.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo := freePort(t)
-	return func(port, admin int) string {
-		s := strings.Replace(string(src), "{\n", fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\tdefault_bind 127.0.0.1\n", admin), 1)
-		s = strings.ReplaceAll(s, ":8443", fmt.Sprintf(":%d", port))
-		return strings.ReplaceAll(s, ":8081", fmt.Sprintf(":%d", demo))
-	}
-}
 
 // jsonError sends a request and checks a JSON error answer with the status, the error
 // code and, for a 405, the Allow header.
@@ -59,7 +42,7 @@ func jsonError(t *testing.T, in *instance, method, path, bearer string, status i
 // The demo answers every path it does not serve with a JSON 404 or 405, never with the
 // empty 200 Caddy gives at the end of its routes.
 func TestDemoAnswersUnmatchedPathsWith404Or405(t *testing.T) {
-	in := start(t, demoCaddyfile(t))
+	in := start(t, demoCaddyfile(t, freePort(t)))
 	const admin = "demo-admin-token-change-me"
 
 	// The demo is up and serves its endpoints, HEAD included.
