@@ -31,14 +31,14 @@ var ErrLimit = errors.New("limit exceeded")
 // Limits bound what one bundle may cost to compile. Zero fields take the defaults.
 type Limits struct {
 	// MaxBundleBytes bounds the module sources, their names and the data document together.
-	MaxBundleBytes int `json:"max_bundle_bytes,omitempty"`
+	MaxBundleBytes int
 	// MaxModules bounds the number of modules.
-	MaxModules int `json:"max_modules,omitempty"`
+	MaxModules int
 	// MaxRules bounds the number of rules over all modules (else branches count).
-	MaxRules int `json:"max_rules,omitempty"`
+	MaxRules int
 	// CompileTimeout bounds one compilation. OPA's compiler cannot be interrupted, so a
 	// compilation past the limit is refused at once but keeps its worker until it ends.
-	CompileTimeout time.Duration `json:"compile_timeout,omitempty"`
+	CompileTimeout time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
