@@ -143,15 +143,14 @@ func (c *Compiler) compile(ctx context.Context, zoneID string, modules map[strin
 	done := make(chan result, 1)
 	go func() {
 		// The worker keeps its slot and the zone's turn until OPA returns, even when
-		// the caller has stopped waiting: the pool bounds work actually running.
-		defer func() {
-			<-c.slots
-			releaseZone()
-		}()
+		// the caller has stopped waiting: the pool bounds work actually running. They
+		// are free before the caller learns the result.
 		if c.before != nil {
 			c.before(zoneID)
 		}
 		pq, err := compile(context.WithoutCancel(ctx), modules, data, c.limits.MaxRules)
+		<-c.slots
+		releaseZone()
 		done <- result{pq, err}
 	}()
 	timer := time.NewTimer(c.limits.CompileTimeout)

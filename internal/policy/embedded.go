@@ -63,8 +63,9 @@ type Embedded struct {
 // bundle did not compile, the compile error that keeps the zone deny-all.
 type zoneBundle struct {
 	version int64
-	query   rego.PreparedEvalQuery
-	err     error
+	// compiled holds the prepared query; nil with err set.
+	compiled *Compiled
+	err      error
 }
 
 // NewEmbedded returns an engine with no bundles: every zone is deny-all until Load.
@@ -166,9 +167,9 @@ func (e *Embedded) Install(zoneID string, version int64, c *Compiled) {
 // only if its version is still the one wanted; anything else supersedes a pending
 // compilation, whose result is then dropped (and its memory with it).
 func (e *Embedded) install(zoneID string, version int64, c *Compiled, err error, fromSchedule bool) {
-	zb := &zoneBundle{version: version, err: err}
-	if c != nil {
-		zb.query = c.query
+	zb := &zoneBundle{version: version, compiled: c, err: err}
+	if c == nil && err == nil {
+		zb.err = errors.New("no compiled bundle installed")
 	}
 	e.mu.Lock()
 	if fromSchedule {
@@ -273,7 +274,7 @@ func (e *Embedded) evaluate(ctx context.Context, zoneID string, in *Input) Decis
 		// (time.now_ns is not offered to policies).
 		opts = append(opts, rego.EvalTime(time.Unix(in.Time, 0)))
 	}
-	rs, err := zb.query.Eval(ctx, opts...)
+	rs, err := zb.compiled.query.Eval(ctx, opts...)
 	if err != nil {
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
