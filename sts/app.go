@@ -76,6 +76,14 @@ type PolicyConfig struct {
 	RemoteURL string `json:"remote_url,omitempty"`
 	// Timeout of one evaluation (default 100ms); a timeout is a deny.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Limits of one uploaded or configured bundle for the embedded engine (defaults:
+	// 256 KiB, 64 modules, 2000 rules, 2s), and how many compile at once over all
+	// zones (default 2; one per zone).
+	MaxBundleBytes  int            `json:"max_bundle_bytes,omitempty"`
+	MaxModules      int            `json:"max_modules,omitempty"`
+	MaxRules        int            `json:"max_rules,omitempty"`
+	CompileTimeout  caddy.Duration `json:"compile_timeout,omitempty"`
+	MaxCompilations int            `json:"max_compilations,omitempty"`
 }
 
 // ZoneConfig declares a zone.
@@ -149,18 +157,28 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.purger, err = outbox.NewRetention(outbox.RetentionOptions{Store: a.store, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
+	compiler := policy.NewCompiler(policy.CompilerOptions{
+		Limits: policy.Limits{
+			MaxBundleBytes: a.Policy.MaxBundleBytes,
+			MaxModules:     a.Policy.MaxModules,
+			MaxRules:       a.Policy.MaxRules,
+			CompileTimeout: time.Duration(a.Policy.CompileTimeout),
+		},
+		MaxConcurrent: a.Policy.MaxCompilations,
+	})
 	if a.Policy.RemoteURL != "" {
 		a.engine, err = policy.NewRemote(policy.RemoteOptions{URL: repl.ReplaceKnown(a.Policy.RemoteURL, ""), Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
 		if err != nil {
 			return fmt.Errorf("caracal_sts: remote policy: %w", err)
 		}
 	} else {
-		a.engine = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
+		a.engine = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger, Compiler: compiler})
 	}
 	a.service, err = issuer.New(issuer.Options{
 		BaseURL:            repl.ReplaceKnown(a.BaseURL, ""),
 		Store:              a.store,
 		Policy:             a.engine,
+		Compiler:           compiler,
 		KEK:                kek,
 		SessionLifetime:    time.Duration(a.SessionLifetime),
 		MaxSessionLifetime: time.Duration(a.MaxSessionLifetime),

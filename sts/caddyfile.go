@@ -2,6 +2,7 @@ package sts
 
 import (
 	"encoding/json"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -42,6 +43,11 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		refresh_interval     <duration>
 //		policy_remote        <opa url>
 //		policy_timeout       <duration>
+//		policy_max_bundle_bytes <bytes>
+//		policy_max_modules   <n>
+//		policy_max_rules     <n>
+//		policy_compile_timeout <duration>
+//		policy_max_compilations <n>
 //		revocation           local | <redis url> {
 //			stream_key    <secret>
 //			stream_prefix <prefix>
@@ -99,6 +105,16 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
 		return oneArg(d, &app.Policy.RemoteURL)
 	case "policy_timeout":
 		return durationArg(d, &app.Policy.Timeout)
+	case "policy_max_bundle_bytes":
+		return intArg(d, &app.Policy.MaxBundleBytes)
+	case "policy_max_modules":
+		return intArg(d, &app.Policy.MaxModules)
+	case "policy_max_rules":
+		return intArg(d, &app.Policy.MaxRules)
+	case "policy_compile_timeout":
+		return durationArg(d, &app.Policy.CompileTimeout)
+	case "policy_max_compilations":
+		return intArg(d, &app.Policy.MaxCompilations)
 	case "revocation":
 		return app.Revocation.UnmarshalCaddyfile(d)
 	case "zone":
@@ -175,6 +191,20 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	name := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return d.Errf("%s takes a positive integer, got %q", name, s)
+	}
+	*dst = n
 	return nil
 }
 

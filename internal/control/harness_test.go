@@ -90,9 +90,16 @@ func (e *env) seedZone(zoneID string) {
 			e.t.Fatal(err)
 		}
 	}
-	if _, err := e.st.PutPolicyBundle(ctx, zoneID, defaultModules(), grants(`"alice":{"`+apiResource+`":["read"]}`), e.clock.Now()); err != nil {
+	data := grants(`"alice":{"` + apiResource + `":["read"]}`)
+	compiled, err := e.sts.CompilePolicy(ctx, zoneID, defaultModules(), data)
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	b, err := e.st.PutPolicyBundle(ctx, zoneID, defaultModules(), data, e.clock.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.sts.InstallPolicy(zoneID, b.Version, compiled)
 }
 
 func defaultModules() map[string]string {

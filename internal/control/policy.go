@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,9 +29,11 @@ type policyResponse struct {
 	Version int64  `json:"version"`
 }
 
-// putPolicy: PUT /v1/zones/{zone}/policy (admin, write). The bundle is compiled exactly
-// as the STS would before it is stored, so an invalid upload leaves the active version
-// in place. The STS of this process uses the new version from the next exchange on;
+// putPolicy: PUT /v1/zones/{zone}/policy (admin, write). The bundle is compiled in the
+// STS's sandbox, limits and compiler pool before it is stored, so an invalid upload (a
+// denied built-in, a bundle over a limit) leaves the active version in place, and a
+// second upload while the zone's first is compiling is refused (409). The STS of this
+// process uses the compiled version from the next exchange on;
 // other processes learn of it from the caracal.policy.invalidate stream (or their
 // refresh interval).
 func (s *Service) putPolicy(w http.ResponseWriter, r *http.Request) {
@@ -49,10 +52,15 @@ func (s *Service) putPolicy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, aerr)
 		return
 	}
-	if err := policy.Validate(r.Context(), req.Modules, req.Data); err != nil {
+	compiled, err := s.sts.CompilePolicy(r.Context(), zoneID, req.Modules, req.Data)
+	if err != nil {
 		msg := err.Error()
 		if len(msg) > maxPolicyError {
 			msg = strings.ToValidUTF8(msg[:maxPolicyError], "") + "..."
+		}
+		if errors.Is(err, policy.ErrBusy) {
+			s.fail(w, r, conflict(msg))
+			return
 		}
 		s.fail(w, r, badRequest("invalid policy bundle: "+msg))
 		return
@@ -62,6 +70,7 @@ func (s *Service) putPolicy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, s.storeError(err, "zone"))
 		return
 	}
+	s.sts.InstallPolicy(zoneID, b.Version, compiled)
 	s.sts.Invalidate(zoneID)
 	// The bundle is stored and active; what follows only tells other processes sooner.
 	ctx := context.WithoutCancel(r.Context())

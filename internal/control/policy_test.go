@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -46,6 +47,14 @@ func TestPolicyUpload(t *testing.T) {
 				"an empty module name":  {policyBody(t, map[string]string{"": defaultModules()["authz.rego"]}, nil), "module name"},
 				"modules is not a map":  {`{"modules":["package caracal.authz"]}`, `member "modules" must be an object`},
 				"a module is not a str": {`{"modules":{"authz.rego":1}}`, "must be a string"},
+				"a denied built-in": {policyBody(t, map[string]string{"authz.rego": "package caracal.authz\nr := json.match_schema({}, {\"$ref\": \"http://127.0.0.1:1/x\"})\ndecision := {\"decision\": \"allow\", \"evaluation_status\": \"complete\", \"r\": r}"}, nil),
+					"calls built-in json.match_schema, which zone policies may not use"},
+				"the clock": {policyBody(t, map[string]string{"authz.rego": "package caracal.authz\ndecision := {\"decision\": \"allow\", \"evaluation_status\": \"complete\"} if time.now_ns() > 0"}, nil),
+					"calls built-in time.now_ns"},
+				"more rules than the limit": {policyBody(t, map[string]string{"authz.rego": defaultModules()["authz.rego"] + manyRules(2001)}, nil),
+					"more than 2000 rules"},
+				"a bundle over the size limit": {policyBody(t, map[string]string{"authz.rego": defaultModules()["authz.rego"] + "# " + strings.Repeat("x", 300<<10) + "\n"}, nil),
+					"the limit is 262144"},
 			} {
 				t.Run(name, func(t *testing.T) {
 					wantRule(t, e.do(http.MethodPut, "/v1/zones/a/policy", writeToken, c.body), c.rule)
@@ -89,6 +98,15 @@ func TestPolicyUpload(t *testing.T) {
 			t.Fatalf("exchange after the upload: %d %s", rec.Code, rec.Body)
 		}
 	})
+}
+
+// manyRules is n one-line rules.
+func manyRules(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "r%d := %d\n", i, i)
+	}
+	return b.String()
 }
 
 func TestPolicyBodyLimit(t *testing.T) {

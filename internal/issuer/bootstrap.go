@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 
-	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
 )
@@ -96,7 +95,8 @@ func (s *Service) bootstrapZone(ctx context.Context, z ZoneSpec) error {
 		}
 	}
 	if z.Policy != nil {
-		if err := policy.Validate(ctx, z.Policy.Modules, z.Policy.Data); err != nil {
+		compiled, err := s.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data)
+		if err != nil {
 			return fmt.Errorf("policy bundle: %w", err)
 		}
 		active, err := s.store.ActivePolicyBundle(ctx, z.ID)
@@ -104,10 +104,12 @@ func (s *Service) bootstrapZone(ctx context.Context, z ZoneSpec) error {
 			return err
 		}
 		if err != nil || !maps.Equal(active.Modules, z.Policy.Modules) || !jsonEqual(active.Data, z.Policy.Data) {
-			if _, err := s.store.PutPolicyBundle(ctx, z.ID, z.Policy.Modules, z.Policy.Data, now); err != nil {
+			if active, err = s.store.PutPolicyBundle(ctx, z.ID, z.Policy.Modules, z.Policy.Data, now); err != nil {
 				return fmt.Errorf("storing policy bundle: %w", err)
 			}
 		}
+		// Compiled here, at start, so the zone's first exchange does not wait for it.
+		s.InstallPolicy(z.ID, active.Version, compiled)
 	}
 	return nil
 }

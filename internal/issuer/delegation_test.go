@@ -84,9 +84,11 @@ func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 		}
 	}
 	modules, _ := policies.Default()
-	if _, err := e.store.PutPolicyBundle(ctx, "demo", modules, []byte(`{"grants":{`+strings.Join(grants, ",")+`}}`), e.clock.Now()); err != nil {
+	b, err := e.store.PutPolicyBundle(ctx, "demo", modules, []byte(`{"grants":{`+strings.Join(grants, ",")+`}}`), e.clock.Now())
+	if err != nil {
 		t.Fatal(err)
 	}
+	installPolicy(t, e.svc, b)
 	e.svc.Invalidate("demo")
 	g := &graphEnv{env: e, revocations: rs, epochs: ep}
 	for i := range 8 {

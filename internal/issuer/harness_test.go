@@ -137,11 +137,38 @@ func newEnv(t testing.TB, st store.Store, opts ...envOption) *env {
 				t.Fatal(err)
 			}
 		}
-		if _, err := st.PutPolicyBundle(ctx, z.id, modules, json.RawMessage(z.grants), clk.Now()); err != nil {
+		b, err := st.PutPolicyBundle(ctx, z.id, modules, json.RawMessage(z.grants), clk.Now())
+		if err != nil {
 			t.Fatal(err)
 		}
+		installPolicy(t, svc, b)
 	}
 	return &env{t: t, svc: svc, store: wc, clock: clk}
+}
+
+// installPolicy compiles a stored bundle into the engine and waits for it, as the
+// Coordinator does after an upload, so that the next exchange uses it.
+func installPolicy(t testing.TB, svc *Service, b store.PolicyBundle) {
+	t.Helper()
+	if err := svc.policy.Load(context.Background(), b.ZoneID, &b); err != nil {
+		t.Fatalf("loading policy bundle of %s: %v", b.ZoneID, err)
+	}
+}
+
+// waitPolicy waits (up to 10 s) until the engine has installed version for zoneID,
+// compiled in the background after a refresh saw it.
+func waitPolicy(t *testing.T, svc *Service, zoneID string, version int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, ok := svc.policy.Version(zoneID); ok && v == version {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("policy version %d of %s not installed within 10s", version, zoneID)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 type call struct {

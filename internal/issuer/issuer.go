@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,6 +55,9 @@ type Options struct {
 	BaseURL string
 	Store   store.Store
 	Policy  policy.Engine
+	// Compiler compiles uploaded and bootstrapped bundles (nil: one with the default
+	// limits); share the policy engine's, so that one pool bounds all compilations.
+	Compiler *policy.Compiler
 	// KEK is the 32-byte key-encryption key sealing zone private keys.
 	KEK []byte
 
@@ -202,6 +206,9 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.Compiler == nil {
+		opts.Compiler = policy.NewCompiler(policy.CompilerOptions{})
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -338,12 +345,14 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	return nil
 }
 
-// syncPolicy installs the zone's active bundle in the engine (a no-op for an unchanged
-// version); no active bundle removes it, which is deny-all.
+// syncPolicy hands the zone's active bundle to the engine, which compiles a new
+// version in the background (the zone keeps its previous version meanwhile); no
+// active bundle removes it, which is deny-all. It never waits for a compilation.
 func (s *Service) syncPolicy(ctx context.Context, zoneID string) error {
 	b, err := s.store.ActivePolicyBundle(ctx, zoneID)
 	if errors.Is(err, store.ErrNotFound) {
-		return s.policy.Load(ctx, zoneID, nil)
+		s.policy.Schedule(zoneID, nil)
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading active policy bundle: %w", err)
@@ -351,7 +360,21 @@ func (s *Service) syncPolicy(ctx context.Context, zoneID string) error {
 	if v, ok := s.policy.Version(zoneID); ok && v == b.Version {
 		return nil
 	}
-	return s.policy.Load(ctx, zoneID, &b)
+	s.policy.Schedule(zoneID, &b)
+	return nil
+}
+
+// CompilePolicy checks and compiles a bundle for zoneID in this STS's sandbox, under
+// its limits and in its compiler pool (policy.ErrLimit, policy.ErrBusy). The
+// Coordinator calls it before storing an upload, then InstallPolicy.
+func (s *Service) CompilePolicy(ctx context.Context, zoneID string, modules map[string]string, data json.RawMessage) (*policy.Compiled, error) {
+	return s.opts.Compiler.Compile(ctx, zoneID, modules, data)
+}
+
+// InstallPolicy makes a bundle compiled by CompilePolicy and stored as version the
+// zone's policy in this process at once.
+func (s *Service) InstallPolicy(zoneID string, version int64, c *policy.Compiled) {
+	s.policy.Install(zoneID, version, c)
 }
 
 // Invalidate drops this process's cached view of a zone so that the next request reloads

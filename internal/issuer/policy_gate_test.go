@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/internal/testenv"
@@ -22,11 +25,15 @@ func TestPolicyGateDeniesOnEveryFailureMode(t *testing.T) {
 	}
 	activate := func(t *testing.T, modules map[string]string, data string) {
 		t.Helper()
-		if _, err := st.PutPolicyBundle(ctx, "demo", modules, json.RawMessage(data), e.clock.Now()); err != nil {
+		b, err := st.PutPolicyBundle(ctx, "demo", modules, json.RawMessage(data), e.clock.Now())
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Another process activated it: this STS sees it after the refresh interval.
+		// Another process activated it: this STS sees it after the refresh interval and
+		// compiles it in the background, answering with the previous version meanwhile.
 		e.clock.Advance(DefaultRefreshInterval)
+		exchange()
+		waitPolicy(t, e.svc, "demo", b.Version)
 	}
 	if r := exchange(); r.StatusCode != 200 {
 		t.Fatalf("baseline exchange: %d", r.StatusCode)
@@ -80,4 +87,67 @@ decision := {"decision": "allow", "evaluation_status": "complete"}`}, `{}`)
 			t.Fatalf("error_description %q", body["error_description"])
 		}
 	})
+}
+
+// TestExchangesNeverWaitForACompilation activates a bundle whose compilation blocks
+// in the compiler's hook: the exchanges that see it keep being answered with the
+// previous version, and the new one applies once it has compiled.
+func TestExchangesNeverWaitForACompilation(t *testing.T) {
+	var armed atomic.Bool
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	compiler := policy.NewCompiler(policy.CompilerOptions{
+		Limits: policy.Limits{CompileTimeout: time.Minute},
+		BeforeCompile: func(string) {
+			if armed.Load() {
+				started <- struct{}{}
+				<-release
+			}
+		},
+	})
+	st := memory.New()
+	e := newEnv(t, st, func(o *Options) {
+		o.Compiler = compiler
+		o.Policy = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Second, Compiler: compiler})
+	})
+	subject := e.session("demo", "agent")
+	exchange := func() int {
+		done := make(chan int, 1)
+		go func() {
+			done <- e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read")}).Code
+		}()
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(10 * time.Second):
+			t.Fatal("an exchange waited for the compilation")
+			return 0
+		}
+	}
+	if code := exchange(); code != 200 {
+		t.Fatalf("baseline exchange: %d", code)
+	}
+	armed.Store(true)
+	b, err := st.PutPolicyBundle(t.Context(), "demo", map[string]string{"p.rego": "package caracal.authz\n\ndecision := {\"decision\": \"deny\", \"evaluation_status\": \"complete\", \"reasons\": [\"v2\"]}\n"}, json.RawMessage(`{}`), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(DefaultRefreshInterval)
+	if code := exchange(); code != 200 {
+		t.Fatalf("exchange that saw the new version: %d, want 200 from the previous one", code)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new version's compilation never started")
+	}
+	for range 3 {
+		if code := exchange(); code != 200 {
+			t.Fatalf("exchange during the compilation: %d, want 200 from the previous version", code)
+		}
+	}
+	close(release)
+	waitPolicy(t, e.svc, "demo", b.Version)
+	if code := exchange(); code != 403 {
+		t.Fatalf("exchange after the compilation: %d, want 403 from the new version", code)
+	}
 }

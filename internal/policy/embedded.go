@@ -33,53 +33,52 @@ var (
 	decisionVar  = ast.Var("decision")
 )
 
-// deniedBuiltins are built-ins a zone's policy may not call. Bundles are uploaded by
-// zone administrators and run inside the gateway: network access from policy would
-// let one zone probe the gateway's network (and stall the token endpoint on I/O).
-var deniedBuiltins = []string{"http.send", "net.lookup_ip_addr"}
-
-// capabilities is OPA's built-in set for this version minus deniedBuiltins, so a
-// bundle calling one of them fails to compile instead of failing at request time.
-var capabilities = sync.OnceValue(func() *ast.Capabilities {
-	c := ast.CapabilitiesForThisVersion()
-	c.Builtins = slices.DeleteFunc(c.Builtins, func(b *ast.Builtin) bool {
-		return slices.Contains(deniedBuiltins, b.Name)
-	})
-	return c
-})
-
 // EmbeddedOptions configures NewEmbedded.
 type EmbeddedOptions struct {
 	// Timeout bounds one evaluation; zero means DefaultTimeout.
 	Timeout time.Duration
 	// Logger receives denials (debug/info) and compile failures (warn); nil discards.
 	Logger *zap.Logger
+	// Compiler compiles bundles for Load and Schedule; nil means a compiler with the
+	// default limits. Share one with everything else that compiles in the process.
+	Compiler *Compiler
 }
 
-// Embedded evaluates zones' bundles in-process. Each bundle is compiled once, on
-// Load, into a prepared query; Evaluate only runs it. Safe for concurrent use.
+// Embedded evaluates zones' bundles in-process. Each bundle is compiled once, by
+// Load, Schedule or the Compiler before Install, into a prepared query; Evaluate only
+// runs it and never waits for a compilation. Safe for concurrent use.
 type Embedded struct {
-	timeout time.Duration
-	logger  *zap.Logger
+	timeout  time.Duration
+	logger   *zap.Logger
+	compiler *Compiler
 
 	mu    sync.RWMutex
 	zones map[string]*zoneBundle
+	// pending holds the version a background compilation is preparing per zone; the
+	// zone keeps its installed bundle (or none: deny-all) until it is done.
+	pending map[string]int64
 }
 
 // zoneBundle is one installed bundle version: either a prepared query or, when the
 // bundle did not compile, the compile error that keeps the zone deny-all.
 type zoneBundle struct {
 	version int64
-	query   rego.PreparedEvalQuery
-	err     error
+	// compiled holds the prepared query; nil with err set.
+	compiled *Compiled
+	err      error
 }
 
 // NewEmbedded returns an engine with no bundles: every zone is deny-all until Load.
 func NewEmbedded(opts EmbeddedOptions) *Embedded {
 	e := &Embedded{
-		timeout: opts.Timeout,
-		logger:  opts.Logger,
-		zones:   make(map[string]*zoneBundle),
+		timeout:  opts.Timeout,
+		logger:   opts.Logger,
+		compiler: opts.Compiler,
+		zones:    make(map[string]*zoneBundle),
+		pending:  make(map[string]int64),
+	}
+	if e.compiler == nil {
+		e.compiler = NewCompiler(CompilerOptions{})
 	}
 	if e.timeout <= 0 {
 		e.timeout = DefaultTimeout
@@ -90,21 +89,16 @@ func NewEmbedded(opts EmbeddedOptions) *Embedded {
 	return e
 }
 
-// Load installs b for zoneID, replacing any other version; nil removes the zone's
+// Load compiles b for zoneID and installs it, replacing any other version, and waits
+// for that (behind the zone's running compilation, if any); nil removes the zone's
 // bundle. A bundle that fails to compile is installed as deny-all under its version
 // (so Version reports it and reloading it does not recompile) and the compile error
 // is returned. A bundle whose ZoneID names another zone removes the zone's bundle
-// and returns an error. Concurrent loads for one zone are last-writer-wins.
+// and returns an error. Concurrent loads for one zone are last-writer-wins. The
+// request path uses Schedule instead, which never waits.
 func (e *Embedded) Load(ctx context.Context, zoneID string, b *store.PolicyBundle) error {
-	if b == nil {
-		e.remove(zoneID)
-		return nil
-	}
-	if b.ZoneID != "" && b.ZoneID != zoneID {
-		// The caller fetched the wrong zone's bundle: the zone's real policy is
-		// unknown, so it goes deny-all, without caching a version for it.
-		e.remove(zoneID)
-		return fmt.Errorf("policy bundle belongs to zone %q, not %q", b.ZoneID, zoneID)
+	if err := e.checkBundle(zoneID, b); err != nil || b == nil {
+		return err
 	}
 	e.mu.RLock()
 	current := e.zones[zoneID]
@@ -112,24 +106,107 @@ func (e *Embedded) Load(ctx context.Context, zoneID string, b *store.PolicyBundl
 	if current != nil && current.version == b.Version {
 		return current.err
 	}
+	c, err := e.compiler.compile(ctx, zoneID, b.Modules, b.Data, true, nil)
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up; what is installed stays as it was.
+		return err
+	}
+	e.install(zoneID, b.Version, c, err, false)
+	return err
+}
 
-	zb := &zoneBundle{version: b.Version}
-	zb.query, zb.err = compile(ctx, b.Modules, b.Data)
+// Schedule makes b the zone's bundle without waiting for it to compile: the zone
+// keeps its installed version (or, with none, stays deny-all) until the compilation,
+// which runs in the Compiler's pool, is done. A version already installed or being
+// compiled is not compiled again; nil removes the zone's bundle at once.
+func (e *Embedded) Schedule(zoneID string, b *store.PolicyBundle) {
+	if err := e.checkBundle(zoneID, b); err != nil {
+		e.logger.Warn("policy bundle refused; zone is deny-all", zap.String("zone_id", zoneID), zap.Error(err))
+		return
+	}
+	if b == nil {
+		return
+	}
 	e.mu.Lock()
+	current := e.zones[zoneID]
+	if current != nil && current.version == b.Version {
+		// Back to the installed version: a compilation of another one is not wanted.
+		delete(e.pending, zoneID)
+		e.mu.Unlock()
+		return
+	}
+	if v, ok := e.pending[zoneID]; ok && v == b.Version {
+		e.mu.Unlock()
+		return
+	}
+	e.pending[zoneID] = b.Version
+	e.mu.Unlock()
+	go func() {
+		wanted := func() bool {
+			e.mu.RLock()
+			defer e.mu.RUnlock()
+			v, ok := e.pending[zoneID]
+			return ok && v == b.Version
+		}
+		c, err := e.compiler.compile(context.Background(), zoneID, b.Modules, b.Data, true, wanted)
+		if errors.Is(err, errSuperseded) {
+			return
+		}
+		e.install(zoneID, b.Version, c, err, true)
+	}()
+}
+
+// Install makes c, compiled by the Compiler, the zone's bundle under version at once
+// (the Coordinator compiles an upload before storing it and installs it after). A
+// background compilation still running for the zone is dropped when it ends.
+func (e *Embedded) Install(zoneID string, version int64, c *Compiled) {
+	e.install(zoneID, version, c, nil, false)
+}
+
+// install records a compilation's outcome. A background result (fromSchedule) is kept
+// only if its version is still the one wanted; anything else supersedes a pending
+// compilation, whose result is then dropped (and its memory with it).
+func (e *Embedded) install(zoneID string, version int64, c *Compiled, err error, fromSchedule bool) {
+	zb := &zoneBundle{version: version, compiled: c, err: err}
+	if c == nil && err == nil {
+		zb.err = errors.New("no compiled bundle installed")
+	}
+	e.mu.Lock()
+	if fromSchedule {
+		if v, ok := e.pending[zoneID]; !ok || v != version {
+			e.mu.Unlock()
+			return
+		}
+	}
+	delete(e.pending, zoneID)
 	e.zones[zoneID] = zb
 	e.mu.Unlock()
-	if zb.err != nil {
+	if err != nil {
 		e.logger.Warn("policy bundle rejected; zone is deny-all",
-			zap.String("zone_id", zoneID), zap.Int64("version", b.Version), zap.Error(zb.err))
-		return zb.err
+			zap.String("zone_id", zoneID), zap.Int64("version", version), zap.Error(err))
+		return
 	}
-	e.logger.Info("policy bundle loaded", zap.String("zone_id", zoneID), zap.Int64("version", b.Version))
-	return nil
+	e.logger.Info("policy bundle loaded", zap.String("zone_id", zoneID), zap.Int64("version", version))
+}
+
+// checkBundle removes the zone's bundle when b is nil or belongs to another zone; the
+// latter is an error: the zone's real policy is unknown, so it goes deny-all, without
+// caching a version for it.
+func (e *Embedded) checkBundle(zoneID string, b *store.PolicyBundle) error {
+	if b != nil && (b.ZoneID == "" || b.ZoneID == zoneID) {
+		return nil
+	}
+	e.remove(zoneID)
+	if b == nil {
+		return nil
+	}
+	return fmt.Errorf("policy bundle belongs to zone %q, not %q", b.ZoneID, zoneID)
 }
 
 func (e *Embedded) remove(zoneID string) {
 	e.mu.Lock()
 	delete(e.zones, zoneID)
+	delete(e.pending, zoneID)
 	e.mu.Unlock()
 }
 
@@ -157,8 +234,11 @@ func (e *Embedded) Evaluate(ctx context.Context, zoneID string, in *Input) Decis
 func (e *Embedded) evaluate(ctx context.Context, zoneID string, in *Input) Decision {
 	e.mu.RLock()
 	zb := e.zones[zoneID]
+	_, compiling := e.pending[zoneID]
 	e.mu.RUnlock()
 	switch {
+	case zb == nil && compiling:
+		return deny(reasonCompiling)
 	case zb == nil:
 		return deny(reasonNoBundle)
 	case zb.err != nil:
@@ -190,10 +270,11 @@ func (e *Embedded) evaluate(ctx context.Context, zoneID string, in *Input) Decis
 		rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
 	}
 	if in.Time != 0 {
-		// time.now_ns() agrees with input.time, which the STS takes from its clock.
+		// io.jwt.decode_verify checks exp and nbf against input.time, the STS's clock
+		// (time.now_ns is not offered to policies).
 		opts = append(opts, rego.EvalTime(time.Unix(in.Time, 0)))
 	}
-	rs, err := zb.query.Eval(ctx, opts...)
+	rs, err := zb.compiled.query.Eval(ctx, opts...)
 	if err != nil {
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -215,17 +296,25 @@ func (e *Embedded) evaluate(ctx context.Context, zoneID string, in *Input) Decis
 	return decide(t.Value)
 }
 
-// Validate compiles modules and data exactly as Load would and reports why they
-// would leave a zone deny-all; the Coordinator calls it before storing an upload.
+// Validate checks modules and data as Load would (the sandbox's built-ins, the
+// default size, module and rule limits) and reports why they would leave a zone
+// deny-all. It compiles in the caller, outside any Compiler's pool and time limit.
 func Validate(ctx context.Context, modules map[string]string, data json.RawMessage) error {
-	_, err := compile(ctx, modules, data)
+	if err := defaultLimitsCompiler.checkSize(modules, data); err != nil {
+		return err
+	}
+	_, err := compile(ctx, modules, data, defaultLimitsCompiler.limits.MaxRules)
 	return err
 }
 
-// compile parses the modules as Rego v1, checks that they define
-// data.caracal.authz.decision, mounts data at data.caracal.zone in a private
-// in-memory store and prepares the decision query.
-func compile(ctx context.Context, modules map[string]string, data json.RawMessage) (rego.PreparedEvalQuery, error) {
+// defaultLimitsCompiler only carries the default limits for Validate.
+var defaultLimitsCompiler = NewCompiler(CompilerOptions{})
+
+// compile parses the modules as Rego v1, refuses calls of denied built-ins and more
+// than maxRules rules, checks that they define data.caracal.authz.decision, mounts
+// data at data.caracal.zone in a private in-memory store and prepares the decision
+// query under the sandbox's capabilities.
+func compile(ctx context.Context, modules map[string]string, data json.RawMessage, maxRules int) (rego.PreparedEvalQuery, error) {
 	var none rego.PreparedEvalQuery
 	if len(modules) == 0 {
 		return none, errors.New("policy bundle has no modules")
@@ -233,6 +322,7 @@ func compile(ctx context.Context, modules map[string]string, data json.RawMessag
 	caps := capabilities()
 	opts := make([]func(*rego.Rego), 0, len(modules)+5)
 	definesDecision := false
+	rules := 0
 	// Sorted so that, with several broken modules, the same one is reported each time.
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		m, err := ast.ParseModuleWithOpts(name, modules[name], ast.ParserOptions{
@@ -241,6 +331,12 @@ func compile(ctx context.Context, modules map[string]string, data json.RawMessag
 		})
 		if err != nil {
 			return none, fmt.Errorf("parsing module %q: %w", name, err)
+		}
+		if rules += countRules(m); rules > maxRules {
+			return none, fmt.Errorf("%w: policy bundle has more than %d rules", ErrLimit, maxRules)
+		}
+		if err := checkDeniedCalls(name, m); err != nil {
+			return none, err
 		}
 		definesDecision = definesDecision || declaresDecision(m)
 		opts = append(opts, rego.ParsedModule(m))
@@ -270,6 +366,17 @@ func compile(ctx context.Context, modules map[string]string, data json.RawMessag
 		return none, fmt.Errorf("compiling policy bundle: %w", err)
 	}
 	return pq, nil
+}
+
+// countRules counts m's rules, else branches included.
+func countRules(m *ast.Module) int {
+	n := 0
+	for _, r := range m.Rules {
+		for ; r != nil; r = r.Else {
+			n++
+		}
+	}
+	return n
 }
 
 func declaresDecision(m *ast.Module) bool {

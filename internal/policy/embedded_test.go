@@ -268,16 +268,6 @@ func TestEmbeddedHonoursACancelledCaller(t *testing.T) {
 	}
 }
 
-func TestEmbeddedClockIsTheInputTime(t *testing.T) {
-	e := loaded(t, `package caracal.authz
-
-decision := {"decision": "allow", "evaluation_status": "complete"} if time.now_ns() == input.time * 1000000000
-`)
-	if d := e.Evaluate(t.Context(), "acme", exchange("billing-agent")); !d.Allow {
-		t.Fatalf("decision = %+v, want allow: time.now_ns() should match input.time", d)
-	}
-}
-
 // echoInput returns the input document as the policy saw it, in its only reason.
 const echoInput = `package caracal.authz
 

@@ -81,11 +81,16 @@ type Decision struct {
 type Engine interface {
 	// Evaluate never returns an error: every failure is a deny with a Reason.
 	Evaluate(ctx context.Context, zoneID string, in *Input) Decision
-	// Load installs (compiles) the zone's bundle; a nil bundle removes it (deny-all).
-	// A bundle that fails to compile leaves the zone deny-all (with that reason) and
-	// returns the error. Loading the version already installed is a cheap no-op.
-	// Remote engines ignore bundles and return nil.
+	// Load installs (compiles) the zone's bundle and waits for it; a nil bundle
+	// removes it (deny-all). A bundle that fails to compile leaves the zone deny-all
+	// (with that reason) and returns the error. Loading the version already installed
+	// is a cheap no-op. Remote engines ignore bundles and return nil.
 	Load(ctx context.Context, zoneID string, b *store.PolicyBundle) error
+	// Schedule is Load without waiting: the zone keeps its installed version (or stays
+	// deny-all) until b has compiled. The request path calls it.
+	Schedule(zoneID string, b *store.PolicyBundle)
+	// Install makes a bundle compiled by a Compiler the zone's bundle under version.
+	Install(zoneID string, version int64, c *Compiled)
 	// Version reports the installed bundle version for the zone (0, false if none).
 	Version(zoneID string) (int64, bool)
 }
@@ -93,6 +98,7 @@ type Engine interface {
 // Deny reasons shared by both engines.
 const (
 	reasonNoBundle       = "no active policy bundle for zone"
+	reasonCompiling      = "policy bundle of zone is still compiling"
 	reasonTimeout        = "policy evaluation timed out"
 	reasonCancelled      = "policy evaluation cancelled"
 	reasonUndefined      = "policy result undefined"

@@ -1,7 +1,12 @@
 package policy_test
 
 import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caracalgw/caracal/internal/policy"
 )
@@ -54,4 +59,77 @@ func BenchmarkPolicyEval(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkEvaluateWhileCompiling measures one zone's evaluation latency with no
+// compilation running and then while another zone's 1 MiB, 19,000-rule bundle is
+// uploaded (compiled) over and over, in the same run, and reports the ratio.
+// "default" keeps the default limits (the upload is refused by size before any
+// parsing); "raised" lifts them so that the bundle really compiles in the pool.
+func BenchmarkEvaluateWhileCompiling(b *testing.B) {
+	big := withRules(19_000, 55)
+	for _, bc := range []struct {
+		name   string
+		limits policy.Limits
+	}{
+		{"default", policy.Limits{}},
+		{"raised", policy.Limits{MaxBundleBytes: 2 << 20, MaxRules: 20_000, CompileTimeout: time.Minute}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := policy.NewCompiler(policy.CompilerOptions{Limits: bc.limits})
+			e := policy.NewEmbedded(policy.EmbeddedOptions{Timeout: roomy, Compiler: c})
+			if err := e.Load(b.Context(), "acme", defaultBundle("acme", 1)); err != nil {
+				b.Fatal(err)
+			}
+			in := exchange("support-agent", "invoices:read", "invoices:write")
+			run := func() []time.Duration {
+				lat := make([]time.Duration, 0, b.N)
+				for range b.N {
+					start := time.Now()
+					if d := e.Evaluate(b.Context(), "acme", in); !d.Allow {
+						b.Fatalf("decision = %+v", d)
+					}
+					lat = append(lat, time.Since(start))
+				}
+				return lat
+			}
+			idle := run()
+
+			ctx, cancel := context.WithCancel(b.Context())
+			var compiled, refused atomic.Int64
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ctx.Err() == nil {
+					if _, err := c.Compile(ctx, "globex", big, nil); err == nil {
+						compiled.Add(1)
+					} else if errors.Is(err, policy.ErrLimit) {
+						refused.Add(1)
+					}
+				}
+			}()
+			busy := run()
+			cancel()
+			<-done
+
+			mean := func(l []time.Duration) float64 {
+				var sum time.Duration
+				for _, d := range l {
+					sum += d
+				}
+				return float64(sum) / float64(len(l))
+			}
+			p99 := func(l []time.Duration) float64 {
+				slices.Sort(l)
+				return float64(l[len(l)*99/100])
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(mean(idle), "idle-ns/eval")
+			b.ReportMetric(mean(busy), "compiling-ns/eval")
+			b.ReportMetric(mean(busy)/mean(idle), "mean-ratio")
+			b.ReportMetric(p99(busy)/p99(idle), "p99-ratio")
+			b.ReportMetric(float64(compiled.Load()), "compiled")
+			b.ReportMetric(float64(refused.Load()), "refused")
+		})
+	}
 }

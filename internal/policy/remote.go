@@ -90,6 +90,12 @@ func NewRemote(opts RemoteOptions) (*Remote, error) {
 // Load does nothing: the remote server manages its own policy.
 func (r *Remote) Load(context.Context, string, *store.PolicyBundle) error { return nil }
 
+// Schedule ignores bundles, as Load does.
+func (r *Remote) Schedule(string, *store.PolicyBundle) {}
+
+// Install ignores compiled bundles: the remote server has its own.
+func (r *Remote) Install(string, int64, *Compiled) {}
+
 // Version reports no bundle: versions live on the remote server.
 func (r *Remote) Version(string) (int64, bool) { return 0, false }
 
