@@ -66,10 +66,14 @@ func (s *Service) AwaitPublication(ctx context.Context, zoneID, what string) boo
 	if s.opts.Published == nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.PublishWait)
+	wait, cancel := context.WithTimeout(ctx, s.opts.PublishWait)
 	defer cancel()
-	if err := s.opts.Published(ctx); err != nil {
-		fields := []zap.Field{zap.String("revoked", what), zap.Duration("bound", s.opts.PublishWait), zap.Error(err)}
+	if err := s.opts.Published(wait); err != nil {
+		if ctx.Err() != nil {
+			// The caller went away (client gone, shutdown): nobody to warn.
+			return false
+		}
+		fields := []zap.Field{zap.String("change", what), zap.Duration("bound", s.opts.PublishWait), zap.Error(err)}
 		if zoneID != "" {
 			fields = append(fields, zap.String("zone", zoneID))
 		}
