@@ -186,6 +186,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
 		Revoked:            a.relay.Notify,
+		Published:          a.relay.Flush,
 		Revocations:        a.pipeline.Store,
 		RevocationSource:   a.pipeline.Source,
 		Epochs:             a.pipeline.Epochs,

@@ -196,8 +196,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // SweepExpired marks every zone's active edges whose expiry has passed as expired (each
-// zone's epoch bumps and its outbox rows are written in one transaction) and notifies
-// the relay when anything expired. A failing zone does not stop the others.
+// zone's epoch bumps and its outbox rows are written in one transaction), applies the
+// new epochs in this process at once and, when anything expired, waits (within the
+// STS's bound) for the relay to publish. A failing zone does not stop the others.
 func (s *Service) SweepExpired(ctx context.Context) error {
 	zones, err := s.store.ListZones(ctx)
 	if err != nil {
@@ -214,11 +215,13 @@ func (s *Service) SweepExpired(ctx context.Context) error {
 		}
 		if len(edges) > 0 {
 			expired += len(edges)
+			s.sts.ApplyExpiry(z.ID, edges, epoch)
 			s.log.Info("delegation edges expired", zap.String("zone", z.ID), zap.Int("edges", len(edges)), zap.Int64("epoch", epoch))
 		}
 	}
 	if expired > 0 {
 		s.notify()
+		s.sts.AwaitPublication(ctx, "", "expired delegation edges")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("sweeping expired edges: %w", errors.Join(errs...))

@@ -50,6 +50,7 @@ type edgeView struct {
 type edgeRevocation struct {
 	RevokedEdges []string `json:"revoked_edges"`
 	Epoch        int64    `json:"epoch"`
+	Published    bool     `json:"published"` // as in sessionRevocation
 }
 
 type epochResponse struct {
@@ -378,12 +379,10 @@ func (s *Service) revokeDelegation(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, s.storeError(err, "delegation edge"))
 		return
 	}
+	published := s.revoked(r.Context(), zoneID, rev, len(rev.Edges) > 0, "delegation edge "+id)
 	ids := edgeIDs(rev.Edges)
-	if len(ids) > 0 {
-		s.notify()
-	}
 	s.audit(r.Context(), c, zoneID, "delegation.revoke", id, map[string]any{"reason": reason, "revoked_edges": ids, "epoch": rev.Epoch})
-	writeJSON(w, http.StatusOK, edgeRevocation{RevokedEdges: ids, Epoch: rev.Epoch})
+	writeJSON(w, http.StatusOK, edgeRevocation{RevokedEdges: ids, Epoch: rev.Epoch, Published: published})
 }
 
 // getDelegation: GET /v1/zones/{zone}/delegations/{id}, by an admin (read) or the

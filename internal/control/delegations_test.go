@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
 )
 
@@ -22,8 +23,8 @@ type graph struct {
 	sid  map[string]string
 }
 
-func newGraph(t *testing.T, st store.Store) *graph {
-	e := newEnv(t, st)
+func newGraph(t *testing.T, st store.Store, opts ...func(*issuer.Options)) *graph {
+	e := newEnv(t, st, opts...)
 	g := &graph{env: e, zone: "d", tok: map[string]string{}, sid: map[string]string{}}
 	e.seedZone(g.zone)
 	for _, c := range clients {

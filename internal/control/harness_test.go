@@ -41,19 +41,24 @@ type env struct {
 	notified atomic.Int64
 }
 
-// newEnv builds an STS and a Coordinator over st, sharing one clock.
-func newEnv(t testing.TB, st store.Store) *env {
+// newEnv builds an STS and a Coordinator over st, sharing one clock; opts adjust the
+// STS's options.
+func newEnv(t testing.TB, st store.Store, opts ...func(*issuer.Options)) *env {
 	t.Helper()
 	clk := testenv.NewClock(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
 	kek := make([]byte, 32)
 	_, _ = rand.Read(kek)
-	sts, err := issuer.New(issuer.Options{
+	o := issuer.Options{
 		BaseURL: testBase,
 		Store:   st,
 		Policy:  policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Second}),
 		KEK:     kek,
 		Now:     clk.Now,
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	sts, err := issuer.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

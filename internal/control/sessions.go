@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -33,6 +34,10 @@ type sessionRevocation struct {
 	Session      sessionView `json:"session"`
 	RevokedEdges []string    `json:"revoked_edges"`
 	Epoch        int64       `json:"epoch"`
+	// Published is false when the stream entries were not yet published when the
+	// answer left (the transport is down or slow): the revocation is durable and holds
+	// in this process, and the relay keeps trying.
+	Published bool `json:"published"`
 }
 
 // deadSession says why a session cannot act, or returns "" when it is active and
@@ -114,11 +119,24 @@ func (s *Service) revokeSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Revoking a revoked session writes nothing; a spurious wake-up only costs the
-	// relay an empty read.
-	s.notify()
+	// relay an empty read, and waiting still covers rows of the first revoke that are
+	// not yet published.
+	published := s.revoked(r.Context(), zoneID, rev, true, "session "+sid)
 	ids := edgeIDs(rev.Edges)
 	s.audit(r.Context(), c, zoneID, "session.revoke", sid, map[string]any{"reason": reason, "revoked_edges": ids, "epoch": rev.Epoch})
-	writeJSON(w, http.StatusOK, sessionRevocation{Session: viewSession(*rev.Session, s.now()), RevokedEdges: ids, Epoch: rev.Epoch})
+	writeJSON(w, http.StatusOK, sessionRevocation{Session: viewSession(*rev.Session, s.now()), RevokedEdges: ids, Epoch: rev.Epoch, Published: published})
+}
+
+// revoked makes a stored revocation hold in this process at once (revocation set,
+// epoch, the STS's cached rows), wakes the relay when the store wrote rows (changed),
+// then waits, within the STS's bound, for the relay to publish every pending row; it
+// reports whether they were published.
+func (s *Service) revoked(ctx context.Context, zoneID string, rev store.Revocation, changed bool, what string) bool {
+	s.sts.ApplyRevocation(zoneID, rev)
+	if changed {
+		s.notify()
+	}
+	return s.sts.AwaitPublication(ctx, zoneID, what)
 }
 
 // readReason reads the optional {"reason"} body of a revoke call.

@@ -85,6 +85,11 @@ type Options struct {
 	// Revoked is called after a revocation was stored (its outbox rows included), so
 	// the relay can publish at once instead of at its next poll.
 	Revoked func()
+	// Published waits until every outbox row committed before the call has been
+	// published, or ctx ends (the outbox relay's Flush). A revoke's answer waits for it
+	// at most PublishWait (DefaultPublishWait when 0); see AwaitPublication. Optional.
+	Published   func(ctx context.Context) error
+	PublishWait time.Duration
 	// Revocations and RevocationSource are this process's revocation set and its feed.
 	// With them, sessions are read from storage once and then checked against the set
 	// while the feed is no older than MaxStaleness (default 5s); without them every
@@ -192,6 +197,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.FailureWindow <= 0 {
 		opts.FailureWindow = DefaultFailureWindow
+	}
+	if opts.PublishWait <= 0 {
+		opts.PublishWait = DefaultPublishWait
 	}
 	if opts.Secrets == nil {
 		v, err := secret.NewVerifier(secret.VerifierOptions{})

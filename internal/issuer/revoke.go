@@ -66,20 +66,27 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, realm, newError(http.StatusBadRequest, codeInvalidRequest, "the token was not issued to the authenticated client"))
 		return
 	}
-	now := s.now()
-	rev, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", now)
+	rev, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", s.now())
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("session revocation failed", zap.String("zone", zoneID), zap.Error(err))
 		writeError(w, realm, unavailable("session could not be revoked"))
 		return
 	}
-	if rev.Session != nil {
-		s.recordRevocation(zoneID, *rev.Session, now)
+	if rev.Session == nil {
+		// The session does not exist (any more): nothing to revoke.
+		noStore(w)
+		w.WriteHeader(http.StatusOK)
+		return
 	}
+	// Applied here before anything else, so that no exchange of this process slips
+	// between the database write and the event's round trip through the transport.
+	s.ApplyRevocation(zoneID, rev)
 	if s.opts.Revoked != nil {
 		s.opts.Revoked()
 	}
-	s.log.Info("session revoked by its client", zap.String("zone", zoneID), zap.String("client_id", claims.ClientID), zap.String("sid", claims.SID))
+	published := s.AwaitPublication(ctx, zoneID, "session "+claims.SID)
+	s.log.Info("session revoked by its client", zap.String("zone", zoneID), zap.String("client_id", claims.ClientID), zap.String("sid", claims.SID),
+		zap.Int("revoked_edges", len(rev.Edges)), zap.Bool("published", published))
 	noStore(w)
 	w.WriteHeader(http.StatusOK)
 }

@@ -204,13 +204,3 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 	c.mu.Unlock()
 	return path, false, nil
 }
-
-// recordRevocation puts a revocation made by this process into the local revocation set
-// at once, so that no exchange of this process can slip between the database write and
-// the event's round trip through the pipeline.
-func (s *Service) recordRevocation(zoneID string, sess store.Session, at time.Time) {
-	if s.state == nil {
-		return
-	}
-	s.state.revoked.Add(revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: sess.RevokeReason, RevokedAt: at, ExpiresAt: sess.ExpiresAt})
-}
