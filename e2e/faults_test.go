@@ -185,7 +185,7 @@ func TestFaultRedisLosesItsData(t *testing.T) {
 	}
 	srv.Restart()
 
-	c := start(t, gatewayOnly(t, base, rev), trusting(a))
+	c := startStale(t, gatewayOnly(t, base, rev), trusting(a))
 	cc := c.newClient(t, true, 4)
 	// The acknowledgements are long past: any 200 is a late one.
 	var watches []*revokedWatch
@@ -206,7 +206,7 @@ func TestFaultWrongStreamKey(t *testing.T) {
 	a := startGateway(t, gatewayConfig{serveSTS: true, storage: postgresStorage(t), revocation: rs.revocation(rs.url)})
 	base := a.url("")
 	wrong := strings.Replace(rs.revocation(rs.url), testStreamKey, "a-different-stream-key-0000", 1)
-	b := start(t, gatewayOnly(t, base, wrong), trusting(a))
+	b := startStale(t, gatewayOnly(t, base, wrong), trusting(a))
 	cb := b.newClient(t, true, 2)
 
 	s, m := a.agentMandate(t, base)
@@ -238,7 +238,7 @@ func TestFaultGatewayTransport(t *testing.T) {
 	base := a.url("")
 
 	t.Run("local transport without a publisher", func(t *testing.T) {
-		b := start(t, gatewayOnly(t, base, "revocation local"), trusting(a))
+		b := startStale(t, gatewayOnly(t, base, "revocation local"), trusting(a))
 		cb := b.newClient(t, true, 2)
 		_, m := a.agentMandate(t, base)
 		resp, body := b.awaitStatus(t, cb, "/api/hello", m, http.StatusServiceUnavailable)
@@ -288,7 +288,7 @@ func TestFaultStartWithRedisDown(t *testing.T) {
 		}
 	})
 
-	a := startGateway(t, cfg)
+	a := startStale(t, cfg.build(t))
 	base := a.url("")
 	ca := a.newClient(t, true, 2)
 	_, m := a.agentMandate(t, base)

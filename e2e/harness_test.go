@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,14 +66,30 @@ type instance struct {
 	admin  int
 	dir    string
 	client *http.Client
-	logs   *bytes.Buffer
+	logs   *syncBuffer
 }
 
 // start runs caracal with the Caddyfile produced by caddyfile(port, adminPort); it
-// waits until its site answers TLS and builds a client trusting the instance's own CA.
+// waits until its site answers TLS, builds a client trusting the instance's own CA, and
+// waits until the gateway's revocation state is current.
 func start(t testing.TB, caddyfile func(port, admin int) string, env ...string) *instance {
 	t.Helper()
-	in := &instance{t: t, port: freePort(t), admin: freePort(t), dir: t.TempDir(), logs: new(bytes.Buffer)}
+	in := startStale(t, caddyfile, env...)
+	// A gateway route answers 503 until its revocation state is current (its pipeline
+	// has rebuilt and read a heartbeat of an outbox relay); wait for that as a client
+	// would. A malformed mandate is refused with 401 once the state is current.
+	testenv.WaitFor(t, "the gateway's revocation state to be current", func() bool {
+		resp, _, err := in.try(t, in.client, "/api/hello", "x.y.z")
+		return err == nil && resp.StatusCode != http.StatusServiceUnavailable
+	})
+	return in
+}
+
+// startStale is start without the wait for current revocation state: for processes a
+// fault keeps stale.
+func startStale(t testing.TB, caddyfile func(port, admin int) string, env ...string) *instance {
+	t.Helper()
+	in := &instance{t: t, port: freePort(t), admin: freePort(t), dir: t.TempDir(), logs: new(syncBuffer)}
 	cfg := filepath.Join(in.dir, "Caddyfile")
 	if err := os.WriteFile(cfg, []byte(caddyfile(in.port, in.admin)), 0o600); err != nil {
 		t.Fatal(err)
@@ -116,14 +133,25 @@ func start(t testing.TB, caddyfile func(port, admin int) string, env ...string) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// A gateway route answers 503 until its revocation state is current (its pipeline
-	// has rebuilt and read a heartbeat of an outbox relay); wait for that as a client
-	// would. A malformed mandate is refused with 401 once the state is current.
-	testenv.WaitFor(t, "the gateway's revocation state to be current", func() bool {
-		resp, _, err := in.try(t, in.client, "/api/hello", "x.y.z")
-		return err == nil && resp.StatusCode != http.StatusServiceUnavailable
-	})
 	return in
+}
+
+// syncBuffer collects a process's output; tests may read it while the process writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (in *instance) stop() {
