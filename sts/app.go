@@ -153,6 +153,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
 	a.relay = outbox.New(outbox.Options{Store: a.store, Publisher: a.pipeline.Publisher, Key: a.pipeline.Key, Logger: a.logger})
+	registerRelayMetrics(ctx.GetMetricsRegistry())
 	// Storage keeps what the streams keep: the revocation retention is the horizon.
 	if a.purger, err = outbox.NewRetention(outbox.RetentionOptions{Store: a.store, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
@@ -308,6 +309,7 @@ func loadBundle(source string, grants []GrantConfig) (*issuer.PolicySpec, error)
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop, a.done = cancel, make(chan struct{})
+	trackRelay(a.relay, true)
 	go func() {
 		defer close(a.done)
 		var wg sync.WaitGroup
@@ -323,6 +325,7 @@ func (a *App) Stop() error {
 	if a.stop != nil {
 		a.stop()
 		<-a.done
+		trackRelay(a.relay, false)
 	}
 	return nil
 }
