@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
@@ -60,8 +61,7 @@ type Service struct {
 	notify    func()
 	log       *zap.Logger
 	now       func() time.Time
-	routes    *http.ServeMux // method and path
-	paths     *http.ServeMux // path only, answering 405 with the allowed methods
+	router    *httproute.Router
 
 	mu        sync.RWMutex
 	verifiers map[string]*mandate.CachedVerifier // by zone
@@ -99,7 +99,7 @@ func New(o Options) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.routes, s.paths = s.mux()
+	s.router = s.mux()
 	return s, nil
 }
 
@@ -125,75 +125,41 @@ func checkBootstrapToken(tok string) error {
 	return nil
 }
 
-type route struct {
-	method  string
-	pattern string
-	handler http.HandlerFunc
-}
-
-// mux builds the router of SPEC.md section 5 and, for the same paths, a router that
-// answers other methods with 405.
-func (s *Service) mux() (routes, paths *http.ServeMux) {
-	table := []route{
-		{http.MethodPost, "/v1/zones", s.createZone},
-		{http.MethodPost, "/v1/admin-tokens", s.createAdminToken},
-		{http.MethodPost, "/v1/admin-tokens/{id}/revoke", s.revokeAdminToken},
-		{http.MethodPost, "/v1/zones/{zone}/applications", s.createApplication},
-		{http.MethodPost, "/v1/zones/{zone}/resources", s.createResource},
-		{http.MethodPut, "/v1/zones/{zone}/policy", s.putPolicy},
-		{http.MethodPost, "/v1/zones/{zone}/keys/rotate", s.rotateKey},
-		{http.MethodPost, "/v1/zones/{zone}/sessions/{sid}/revoke", s.revokeSession},
-		{http.MethodGet, "/v1/zones/{zone}/sessions/{sid}", s.getSession},
-		{http.MethodPost, "/v1/zones/{zone}/delegations", s.createDelegation},
-		{http.MethodPost, "/v1/zones/{zone}/delegations/{id}/revoke", s.revokeDelegation},
-		{http.MethodGet, "/v1/zones/{zone}/delegations/{id}", s.getDelegation},
-		{http.MethodGet, "/v1/zones/{zone}/epoch", s.getEpoch},
+// mux builds the router of the admin API: a wrong method on one of its endpoints is 405
+// with Allow, any other path 404.
+func (s *Service) mux() *httproute.Router {
+	table := []httproute.Route{
+		{Method: http.MethodPost, Pattern: "/v1/zones", Handler: s.createZone},
+		{Method: http.MethodPost, Pattern: "/v1/admin-tokens", Handler: s.createAdminToken},
+		{Method: http.MethodPost, Pattern: "/v1/admin-tokens/{id}/revoke", Handler: s.revokeAdminToken},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/applications", Handler: s.createApplication},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/resources", Handler: s.createResource},
+		{Method: http.MethodPut, Pattern: "/v1/zones/{zone}/policy", Handler: s.putPolicy},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/keys/rotate", Handler: s.rotateKey},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/sessions/{sid}/revoke", Handler: s.revokeSession},
+		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/sessions/{sid}", Handler: s.getSession},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/delegations", Handler: s.createDelegation},
+		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/delegations/{id}/revoke", Handler: s.revokeDelegation},
+		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/delegations/{id}", Handler: s.getDelegation},
+		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/epoch", Handler: s.getEpoch},
 	}
-	routes, paths = http.NewServeMux(), http.NewServeMux()
-	allowed := make(map[string][]string)
-	var order []string
-	for _, rt := range table {
-		routes.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
-		if _, ok := allowed[rt.pattern]; !ok {
-			order = append(order, rt.pattern)
-		}
-		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
-		if rt.method == http.MethodGet {
-			// A GET pattern of ServeMux serves HEAD too.
-			allowed[rt.pattern] = append(allowed[rt.pattern], http.MethodHead)
-		}
-	}
-	for _, p := range order {
-		allow := strings.Join(allowed[p], ", ")
-		paths.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Allow", allow)
+	return httproute.New(table,
+		func(w http.ResponseWriter, allow string) {
 			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: codeInvalidRequest, Description: "method not allowed; use " + allow})
-		})
-	}
-	return routes, paths
+		},
+		func(w http.ResponseWriter) { writeError(w, notFound("no such endpoint")) })
 }
 
 // Handles reports whether the request's path belongs to the Coordinator: /v1 and
 // everything under it, whatever the method. ServeHTTP answers the unknown paths and
 // wrong methods among them (404, 405) itself, so they never reach the next handler.
 func (s *Service) Handles(r *http.Request) bool {
-	p := r.URL.Path
-	return strings.HasPrefix(p, "/v1") && (len(p) == len("/v1") || p[len("/v1")] == '/')
+	return httproute.Under(r.URL.Path, "/v1")
 }
 
-// ServeHTTP serves the endpoints of SPEC.md section 5: a wrong method on one of them
-// is 405 with Allow, any other path 404.
-func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := s.routes.Handler(r); pattern != "" {
-		s.routes.ServeHTTP(w, r)
-		return
-	}
-	if _, pattern := s.paths.Handler(r); pattern != "" {
-		s.paths.ServeHTTP(w, r)
-		return
-	}
-	writeError(w, notFound("no such endpoint"))
-}
+// ServeHTTP serves the admin API: a wrong method on one of its endpoints is 405 with
+// Allow, any other path 404.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
 // SweepExpired marks every zone's active edges whose expiry has passed as expired (each
 // zone's epoch bumps and its outbox rows are written in one transaction), applies the

@@ -4,43 +4,30 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// stsRoute is one endpoint of SPEC.md section 2.
-type stsRoute struct {
-	method  string
-	pattern string
-	handler http.HandlerFunc
-}
-
-// routes builds the router of the STS endpoints (method and path) and, for the same
-// paths, a router that answers other methods with 405 and the allowed ones.
-func (s *Service) routes() (routes, paths *http.ServeMux) {
-	table := []stsRoute{
-		{http.MethodPost, "/zones/{zone}/oauth2/token", s.serveToken},
-		{http.MethodPost, "/zones/{zone}/oauth2/revoke", s.serveRevoke},
-		{http.MethodGet, "/zones/{zone}/jwks.json", s.serveJWKS},
-		{http.MethodGet, metadataPrefix + "/zones/{zone}", s.serveMetadata},
-		{http.MethodGet, "/zones/{zone}/.well-known/oauth-authorization-server", s.serveMetadata},
+// routes builds the router of the STS endpoints: a wrong method on one of them is 405
+// with Allow, any other path 404, both as OAuth error objects.
+func (s *Service) routes() *httproute.Router {
+	table := []httproute.Route{
+		{Method: http.MethodPost, Pattern: "/zones/{zone}/oauth2/token", Handler: s.serveToken},
+		{Method: http.MethodPost, Pattern: "/zones/{zone}/oauth2/revoke", Handler: s.serveRevoke},
+		{Method: http.MethodGet, Pattern: "/zones/{zone}/jwks.json", Handler: s.serveJWKS},
+		{Method: http.MethodGet, Pattern: metadataPrefix + "/zones/{zone}", Handler: s.serveMetadata},
+		{Method: http.MethodGet, Pattern: "/zones/{zone}/.well-known/oauth-authorization-server", Handler: s.serveMetadata},
 	}
-	routes, paths = http.NewServeMux(), http.NewServeMux()
-	for _, rt := range table {
-		routes.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
-		allow := rt.method
-		if rt.method == http.MethodGet {
-			allow += ", " + http.MethodHead // a GET pattern of ServeMux serves HEAD too
-		}
-		paths.HandleFunc(rt.pattern, func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Allow", allow)
+	return httproute.New(table,
+		func(w http.ResponseWriter, allow string) {
 			writeError(w, "", newError(http.StatusMethodNotAllowed, codeInvalidRequest, "method not allowed; use "+allow))
+		},
+		func(w http.ResponseWriter) {
+			writeError(w, "", newError(http.StatusNotFound, codeNotFound, "no such endpoint"))
 		})
-	}
-	return routes, paths
 }
 
 // metadataPrefix is where RFC 8414 places the metadata of an issuer with a path.
@@ -51,27 +38,12 @@ const metadataPrefix = "/.well-known/oauth-authorization-server"
 // answers the unknown paths and wrong methods among them (404, 405) itself, so they
 // never reach the next handler.
 func (s *Service) Handles(r *http.Request) bool {
-	return under(r.URL.Path, "/zones") || under(r.URL.Path, metadataPrefix+"/zones")
+	return httproute.Under(r.URL.Path, "/zones") || httproute.Under(r.URL.Path, metadataPrefix+"/zones")
 }
 
-// under reports whether path is prefix or below it.
-func under(path, prefix string) bool {
-	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
-}
-
-// ServeHTTP serves the STS endpoints of SPEC.md section 2: a wrong method on one of
-// them is 405 with Allow, any other path 404, both as OAuth error objects.
-func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := s.mux.Handler(r); pattern != "" {
-		s.mux.ServeHTTP(w, r)
-		return
-	}
-	if _, pattern := s.paths.Handler(r); pattern != "" {
-		s.paths.ServeHTTP(w, r)
-		return
-	}
-	writeError(w, "", newError(http.StatusNotFound, codeNotFound, "no such endpoint"))
-}
+// ServeHTTP serves the STS endpoints of the Protocol: a wrong method on one of them is
+// 405 with Allow, any other path 404, both as OAuth error objects.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
 // zoneParam validates the {zone} path segment; it writes a 404 and returns false when it
 // is not a zone id.

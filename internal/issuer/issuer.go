@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
@@ -115,8 +116,7 @@ type Service struct {
 	throttle *throttle
 	log      *zap.Logger
 	now      func() time.Time
-	mux      *http.ServeMux // method and path
-	paths    *http.ServeMux // path only, answering 405 with the allowed methods
+	router   *httproute.Router
 	state    *stateCache
 
 	mu    sync.RWMutex
@@ -235,7 +235,7 @@ func New(opts Options) (*Service, error) {
 		opts.MaxStaleness = DefaultRefreshInterval
 	}
 	s.state = newStateCache(opts.Revocations, opts.RevocationSource, opts.MaxStaleness, opts.RefreshInterval)
-	s.mux, s.paths = s.routes()
+	s.router = s.routes()
 	return s, nil
 }
 
