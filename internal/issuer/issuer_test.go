@@ -490,6 +490,19 @@ func TestRevocationEndpoint(t *testing.T) {
 		t.Run("missing token", func(t *testing.T) {
 			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{}}), 400, codeInvalidRequest)
 		})
+		t.Run("RFC 7009 2.1: token_type_hint is only a hint", func(t *testing.T) {
+			for _, hint := range []string{"access_token", "refresh_token", "no-such-type"} {
+				tok := e.session("demo", "agent")
+				rec := e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{"token": {tok}, "token_type_hint": {hint}}})
+				sess, err := e.store.GetSession(context.Background(), "demo", claimsOf(t, tok).SID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rec.Code != 200 || sess.Status != store.StatusRevoked {
+					t.Fatalf("hint %q: %d, session %s; want 200 and revoked", hint, rec.Code, sess.Status)
+				}
+			}
+		})
 		t.Run("revocation writes the outbox entry", func(t *testing.T) {
 			tok := e.session("demo", "agent")
 			sid := claimsOf(t, tok).SID

@@ -30,10 +30,9 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, realm, badRequest("token is required"))
 		return
 	}
-	if hint := f.get("token_type_hint"); hint != "" && hint != "access_token" {
-		writeError(w, realm, newError(http.StatusBadRequest, codeUnsupportedTokenType, "only session mandates (access_token) can be revoked here"))
-		return
-	}
+	// token_type_hint is only a hint (RFC 7009 section 2.1): whatever it says, the token
+	// itself decides, so a session mandate sent with "refresh_token" or an unknown hint
+	// is still revoked.
 	ca, oerr := readClientAuth(r, f)
 	if oerr != nil {
 		writeError(w, realm, oerr)
