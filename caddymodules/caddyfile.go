@@ -123,5 +123,8 @@ func (c *ExchangeConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// Interface guard.
-var _ caddyfile.Unmarshaler = (*Handler)(nil)
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*DemoUpstream)(nil)
+)
