@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caracalgw/caracal/internal/caddyfileopts"
 	"github.com/caracalgw/caracal/revocation"
@@ -195,12 +196,21 @@ func tuneRedis(opts *redis.Options) {
 		opts.DialerRetries = redisDialerRetries
 	}
 	// The process's logger, not the caller's: the setting is global and outlives it.
-	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{caddy.Log().Named("redis").Sugar()}) })
+	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{}) })
 }
 
-type zapRedisLogger struct{ l *zap.SugaredLogger }
+// zapRedisLogger writes go-redis's own lines (dial failures, pool notices) to Caddy's
+// default logger at debug level, so that nothing is printed outside Caddy's log format.
+// It looks the logger up on every line: a config load may replace Caddy's default
+// logger after the first pipeline started.
+type zapRedisLogger struct{}
 
-func (z zapRedisLogger) Printf(_ context.Context, format string, v ...any) { z.l.Debugf(format, v...) }
+func (zapRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	if c := caddy.Log().Named("redis").Check(zapcore.DebugLevel, ""); c != nil {
+		c.Message = fmt.Sprintf(format, v...)
+		c.Write()
+	}
+}
 
 // UnmarshalCaddyfile parses a revocation setting; the dispenser is positioned on the
 // option's name. The settings after the transport are given either on the same line, as
