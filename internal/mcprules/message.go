@@ -172,7 +172,7 @@ func (p Parser) ReadBody(r io.Reader, contentLength int64) ([]byte, error) {
 	if contentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	size := int64(512)
+	size := min(512, limit+1)
 	if contentLength >= 0 {
 		size = contentLength + 1
 	}
