@@ -2,6 +2,7 @@ package mcprules
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -115,27 +116,30 @@ type Error struct {
 	Message string
 	// ID is the raw JSON id of the refused request, nil when it could not be read.
 	ID []byte
+	// Data is the error's data member as JSON, nil for none.
+	Data []byte
 }
 
 func (e *Error) Error() string { return e.Message }
 
 // Body returns the JSON-RPC error response for e (id null when it is unknown).
 func (e *Error) Body() []byte {
-	return errorBody(e.ID, e.Code, e.Message)
-}
-
-func errorBody(id []byte, code int, msg string) []byte {
-	b := make([]byte, 0, 64+len(msg)+len(id))
+	msg, _ := json.Marshal(e.Message)
+	b := make([]byte, 0, 64+len(msg)+len(e.ID)+len(e.Data))
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
-	if id == nil {
+	if e.ID == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, id...)
+		b = append(b, e.ID...)
 	}
 	b = append(b, `,"error":{"code":`...)
-	b = strconv.AppendInt(b, int64(code), 10)
+	b = strconv.AppendInt(b, int64(e.Code), 10)
 	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, msg)
+	b = append(b, msg...)
+	if e.Data != nil {
+		b = append(b, `,"data":`...)
+		b = append(b, e.Data...)
+	}
 	return append(b, "}}"...)
 }
 

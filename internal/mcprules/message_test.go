@@ -264,3 +264,25 @@ func TestHeaderValueBase64Sentinel(t *testing.T) {
 		t.Error("a Base64 value that is not UTF-8 was accepted")
 	}
 }
+
+// TestParseHugeStrings checks strings up to the body bound are read, and the name
+// is returned whole while the arguments are not kept.
+func TestParseHugeStrings(t *testing.T) {
+	big := strings.Repeat("a", 900_000)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + big + `","arguments":{"q":"` + strings.Repeat(`\"`, 40_000) + `"}}}`
+	m, err := Parser{}.Parse(jsonHeader(HeaderMethod, "tools/call", HeaderName, big), []byte(body))
+	if err != nil || m.Name != big {
+		t.Fatalf("Parse: name of %d bytes, %v", len(m.Name), err)
+	}
+	p, err := Compile(Spec{Tools: []Rule{{Match: "search", Scopes: []string{"s"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Decide("s", &m); d.Allowed || p.ToolLabel(m.Name) != OtherLabel {
+		t.Fatalf("a huge unlisted tool: %+v, label %.20q", d, p.ToolLabel(m.Name))
+	}
+	long := `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("m", 100_000) + `"}`
+	if m, err := (Parser{}).Parse(jsonHeader(), []byte(long)); err != nil || len(m.Method) != 100_000 {
+		t.Fatalf("long method: %d, %v", len(m.Method), err)
+	}
+}

@@ -1,9 +1,12 @@
 package mcprules
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -309,6 +312,40 @@ func (d Decision) Reason() string {
 		return d.Rule + " denies"
 	}
 	return d.Rule + " needs " + strings.Join(d.Missing(), " ")
+}
+
+// Scope returns the scope parameter of the insufficient_scope challenge: the needed
+// scopes, space-delimited; "" when a deny rule applies.
+func (d Decision) Scope() string { return strings.Join(d.Needed(), " ") }
+
+// Refusal returns the JSON-RPC error answering a refused message with id (nil for a
+// notification): status 403, code CodeInsufficientScope, a message naming the
+// refused tool or method and the missing scopes, and data carrying them as
+// {"method", "tool", "required_scopes", "missing_scopes"} (scopes omitted under a
+// deny rule). It returns nil when d allows.
+func (d Decision) Refusal(id []byte) *Error {
+	if d.Allowed {
+		return nil
+	}
+	what := "method " + strconv.Quote(d.Method)
+	if d.Method == "" {
+		what = "a response"
+	}
+	if d.Tool != "" {
+		what = "tool " + strconv.Quote(d.Tool)
+	}
+	msg := what + " is not permitted on this route"
+	if !d.Denied {
+		msg = what + " needs the scope " + strings.Join(d.Missing(), " ")
+	}
+	data := struct {
+		Method   string   `json:"method,omitempty"`
+		Tool     string   `json:"tool,omitempty"`
+		Required []string `json:"required_scopes,omitempty"`
+		Missing  []string `json:"missing_scopes,omitempty"`
+	}{d.Method, d.Tool, d.Needed(), d.Missing()}
+	raw, _ := json.Marshal(data)
+	return &Error{Status: http.StatusForbidden, Code: CodeInsufficientScope, Message: msg, ID: id, Data: raw}
 }
 
 // Decide applies p to m for a mandate carrying the space-delimited scopes granted.

@@ -1,6 +1,7 @@
 package mcprules
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -241,5 +242,56 @@ func TestLabelsAreBounded(t *testing.T) {
 		if got := p.MethodLabel(in); got != want {
 			t.Errorf("MethodLabel(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	p := mustCompile(t, "method tools/* mcp", "tool search tool:search", "tool rm deny", "method ping allow")
+	if r := p.Decide("mcp tool:search", call("search")).Refusal([]byte("1")); r != nil {
+		t.Fatalf("an allowed call has a refusal: %+v", r)
+	}
+	d := p.Decide("other", call("search"))
+	if d.Scope() != "mcp tool:search" {
+		t.Fatalf("Scope() = %q", d.Scope())
+	}
+	r := d.Refusal([]byte(`"req-1"`))
+	if r.Status != 403 || r.Code != CodeInsufficientScope || string(r.ID) != `"req-1"` || r.Message != `tool "search" needs the scope mcp tool:search` {
+		t.Fatalf("refusal = %+v", r)
+	}
+	checkErrorBody(t, r)
+	var body struct {
+		Error struct {
+			Data struct {
+				Method   string   `json:"method"`
+				Tool     string   `json:"tool"`
+				Required []string `json:"required_scopes"`
+				Missing  []string `json:"missing_scopes"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(r.Body(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if dd := body.Error.Data; dd.Method != "tools/call" || dd.Tool != "search" || !slices.Equal(dd.Required, []string{"mcp", "tool:search"}) || !slices.Equal(dd.Missing, []string{"mcp", "tool:search"}) {
+		t.Fatalf("data = %+v", dd)
+	}
+
+	d = p.Decide("mcp", call("rm\x01"))
+	r = d.Refusal(nil)
+	if d.Scope() != "" || r.Message != `tool "rm\x01" is not permitted on this route` {
+		t.Fatalf("unlisted tool: scope %q, refusal %+v", d.Scope(), r)
+	}
+	checkErrorBody(t, r)
+	d = p.Decide("mcp", call("rm"))
+	if r := d.Refusal(nil); !d.Denied || !strings.Contains(string(r.Body()), `"data":{"method":"tools/call","tool":"rm"}`) {
+		t.Fatalf("deny rule: %+v %s", d, r.Body())
+	}
+	r = p.Decide("x", &Message{Kind: KindNotification, Method: "notifications/initialized"}).Refusal(nil)
+	if r.Message != `method "notifications/initialized" is not permitted on this route` || r.ID != nil {
+		t.Fatalf("notification: %+v", r)
+	}
+	checkErrorBody(t, r)
+	if r := p.Decide("x", &Message{Kind: KindResponse, ID: []byte("3")}).Refusal([]byte("3")); r.Message != "a response is not permitted on this route" {
+		t.Fatalf("response: %+v", r)
 	}
 }
