@@ -398,7 +398,7 @@ func (p Parser) ParseBody(body []byte) (Message, error) {
 		if hasParams && paramsKind != kindObject && paramsKind != kindArray {
 			return m, invalid(m.ID, "params must be an object or an array")
 		}
-		m.Method = internMethod(s.data[method.start:method.end], methodEsc, &s, method)
+		m.Method = s.method(method, methodEsc)
 		m.Kind = KindNotification
 		if hasID {
 			if idKind != kindString && idKind != kindInteger {
@@ -460,9 +460,10 @@ var knownMethods = func() map[string]string {
 	return out
 }()
 
-func internMethod(raw []byte, escaped bool, s *scanner, sp span) string {
+// method returns the method at sp, interned when it is a known one.
+func (s *scanner) method(sp span, escaped bool) string {
 	if !escaped {
-		if m, ok := knownMethods[string(raw)]; ok {
+		if m, ok := knownMethods[string(s.data[sp.start:sp.end])]; ok {
 			return m
 		}
 	}

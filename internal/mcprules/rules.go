@@ -360,7 +360,8 @@ func (p *Policy) Decide(granted string, m *Message) Decision {
 	if m.Kind != KindResponse {
 		methodReq = p.methods.lookup(m.Method)
 	}
-	if m.Method == "tools/call" && m.Kind == KindRequest {
+	// A tools/call without an id is still a tool call to a lenient server.
+	if m.Method == "tools/call" {
 		d.Tool = m.Name
 		toolReq := p.tools.lookup(m.Name)
 		if toolReq == nil {

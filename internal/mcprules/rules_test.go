@@ -110,6 +110,8 @@ func TestDecideMethods(t *testing.T) {
 		{"tool:search", call("search"), true, ""},
 		{"base", call("other"), true, ""},
 		{"tool:search", call("other"), false, "default"},
+		// a tools/call without an id is judged as a call all the same
+		{"base", &Message{Kind: KindNotification, Method: "tools/call", Name: "search"}, false, "tool search"},
 	} {
 		d := p.Decide(tc.granted, tc.m)
 		if d.Allowed != tc.allowed || d.Rule != tc.rule {
