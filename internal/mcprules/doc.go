@@ -22,8 +22,9 @@
 // they are declared. So "tool admin_delete* deny" overrides "tool admin_* admin"
 // whatever their order.
 //
-// A message needs what the method rule matching its method asks. A tools/call also
-// needs what the tool rule matching its tool asks, and the tool rules govern it: if
+// A message needs what the method rule matching its method asks. A tools/call (with
+// an id or, against the protocol, without one) also needs what the tool rule
+// matching its tool asks, and the tool rules govern it: if
 // no tool rule matches, the default applies to the tool, while a missing method
 // rule for tools/call adds nothing. Any other message, notifications included,
 // falls to the default when no method rule matches. A response posted by a client
