@@ -1,6 +1,7 @@
 package mcprules
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -553,4 +554,16 @@ func headerValue(v string, sentinel bool) (string, bool) {
 		return "", false
 	}
 	return string(dec), true
+}
+
+// Replay puts body, read by ReadBody, back on r so that the next handler (Caddy's
+// reverse_proxy) sends it on byte for byte without another copy: r.Body and
+// r.GetBody read the same buffer, and the length becomes known (a chunked request
+// goes upstream with a Content-Length).
+func Replay(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -284,5 +285,33 @@ func TestParseHugeStrings(t *testing.T) {
 	long := `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("m", 100_000) + `"}`
 	if m, err := (Parser{}).Parse(jsonHeader(), []byte(long)); err != nil || len(m.Method) != 100_000 {
 		t.Fatalf("long method: %d, %v", len(m.Method), err)
+	}
+}
+
+func TestReplayHandsTheSameBytesOn(t *testing.T) {
+	r, err := http.NewRequest(http.MethodPost, "http://mcp.test/mcp", io.NopCloser(strings.NewReader(callSearch)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ContentLength, r.TransferEncoding = -1, []string{"chunked"}
+	body, err := Parser{}.ReadBody(r.Body, r.ContentLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Replay(r, body)
+	for i := range 2 {
+		rc := r.Body
+		if i == 1 {
+			if rc, err = r.GetBody(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := io.ReadAll(rc)
+		if err != nil || string(got) != callSearch {
+			t.Fatalf("read %d: %q, %v", i, got, err)
+		}
+	}
+	if r.ContentLength != int64(len(callSearch)) || r.TransferEncoding != nil || r.Header.Get("Content-Length") != strconv.Itoa(len(callSearch)) {
+		t.Fatalf("length %d, transfer encoding %v, header %q", r.ContentLength, r.TransferEncoding, r.Header.Get("Content-Length"))
 	}
 }
