@@ -121,6 +121,7 @@ type Error struct {
 	Data []byte
 }
 
+// Error returns the JSON-RPC error message.
 func (e *Error) Error() string { return e.Message }
 
 // Body returns the JSON-RPC error response for e (id null when it is unknown).
