@@ -218,9 +218,8 @@ func tooLarge(limit int64) *Error {
 // Parse checks the Content-Type, classifies body and checks the Mcp-Method and
 // Mcp-Name headers against it. Every failure is an *Error.
 func (p Parser) Parse(h http.Header, body []byte) (Message, error) {
-	if !isJSON(h.Get("Content-Type")) {
-		return Message{}, &Error{Status: http.StatusUnsupportedMediaType, Code: CodeInvalidRequest,
-			Message: "MCP messages are posted as application/json"}
+	if err := CheckContentType(h); err != nil {
+		return Message{}, err
 	}
 	m, err := p.ParseBody(body)
 	if err != nil {
@@ -230,6 +229,17 @@ func (p Parser) Parse(h http.Header, body []byte) (Message, error) {
 		return m, err
 	}
 	return m, nil
+}
+
+// CheckContentType refuses, with status 415, a request that is not
+// application/json; Parse checks it too, and calling it before ReadBody spares
+// reading such a body.
+func CheckContentType(h http.Header) error {
+	if !isJSON(h.Get("Content-Type")) {
+		return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeInvalidRequest,
+			Message: "MCP messages are posted as application/json"}
+	}
+	return nil
 }
 
 func isJSON(ct string) bool {

@@ -156,6 +156,9 @@ func TestParseContentType(t *testing.T) {
 		if !errors.As(err, &e) || e.Status != http.StatusUnsupportedMediaType || e.Code != CodeInvalidRequest {
 			t.Errorf("Content-Type %q: error %v, want 415", ct, err)
 		}
+		if err := CheckContentType(http.Header{"Content-Type": {ct}}); !errors.As(err, &e) || e.Status != http.StatusUnsupportedMediaType {
+			t.Errorf("CheckContentType(%q) = %v, want 415", ct, err)
+		}
 	}
 }
 
