@@ -30,6 +30,10 @@ func gateway(t *testing.T, upstream string, pol *Policy, granted string) http.Ha
 			w.WriteHeader(e.Status)
 			w.Write(e.Body())
 		}
+		if err := CheckContentType(r.Header); err != nil {
+			refuse(err.(*Error))
+			return
+		}
 		body, err := parser.ReadBody(r.Body, r.ContentLength)
 		if err != nil {
 			refuse(err.(*Error))
