@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -122,6 +123,43 @@ func FuzzSSEFilter(f *testing.F) {
 		}
 		if got, max := len(sseEvents(string(none))), len(sseEvents(string(stream))); got > max {
 			t.Fatalf("the filter made up events: %d from %d in %q", got, max, stream)
+		}
+	})
+}
+
+// FuzzFilterToolsList checks, against encoding/json, that every entry left in a
+// filtered listing is an object whose name the keep function accepts, and that a
+// valid document is never refused for its tools alone.
+func FuzzFilterToolsList(f *testing.F) {
+	f.Add([]byte(listing))
+	f.Add([]byte(`{"result":{"tools":[{"name":"s1"},{"name":"x"},1,{"name":"s2","name":"s3"}]}}`))
+	keep := func(name string) bool { return strings.HasPrefix(name, "s") }
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		out, _, err := FilterToolsList(doc, keep)
+		if err != nil {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("filtered %q into invalid JSON %q", doc, out)
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal(out, &top) != nil {
+			return
+		}
+		var result map[string]json.RawMessage
+		if json.Unmarshal(top["result"], &result) != nil {
+			return
+		}
+		var tools []json.RawMessage
+		if json.Unmarshal(result["tools"], &tools) != nil {
+			return
+		}
+		for _, tool := range tools {
+			var entry map[string]json.RawMessage
+			var name string
+			if json.Unmarshal(tool, &entry) != nil || json.Unmarshal(entry["name"], &name) != nil || !keep(name) {
+				t.Fatalf("entry %s survived filtering %q", tool, doc)
+			}
 		}
 	})
 }
