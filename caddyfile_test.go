@@ -186,4 +186,7 @@ func TestGlobalOptionSuppliesDefaults(t *testing.T) {
 	if err := load("\tcaracal {\n\t\tissuer https://sts.test/zones/demo\n\t\tstream_key short\n\t}\n"); err == nil || !strings.Contains(err.Error(), "stream_key must be at least 16 characters") {
 		t.Fatalf("a short global stream key: err = %v", err)
 	}
+	if err := load("\tcaracal {\n\t\tissuer https://sts.test/zones/demo\n\t\trevocation local stream_prefix p:\n\t}\n"); err == nil || !strings.Contains(err.Error(), "stream_prefix applies to Redis only") {
+		t.Fatalf("a prefix on the local bus: err = %v", err)
+	}
 }

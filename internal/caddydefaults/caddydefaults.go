@@ -53,6 +53,15 @@ func (*App) Start() error { return nil }
 // Stop implements caddy.App.
 func (*App) Stop() error { return nil }
 
+// Validate refuses settings no module could use. Each module checks the values it takes
+// (the issuer's form, the stream key's length) when it is provisioned.
+func (a *App) Validate() error {
+	if a.Revocation.Transport == "local" && a.Revocation.StreamPrefix != "" {
+		return errors.New("revocation: stream_prefix applies to Redis only, and the transport is local")
+	}
+	return nil
+}
+
 // Of returns the defaults of ctx's configuration: the zero App when it has no caracal app.
 func Of(ctx caddy.Context) (App, error) {
 	v, err := ctx.AppIfConfigured("caracal")
@@ -126,4 +135,7 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 }
 
 // Interface guards.
-var _ caddy.App = (*App)(nil)
+var (
+	_ caddy.App       = (*App)(nil)
+	_ caddy.Validator = (*App)(nil)
+)
