@@ -158,13 +158,13 @@ var memoryKEK = sync.OnceValues(func() ([]byte, error) {
 // declared zones.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	harden.LogApp(a.logger, "caracal_sts", a)
-	repl := caddy.NewReplacer()
 	defaults, err := caddydefaults.Of(ctx)
 	if err != nil {
 		return err
 	}
 	a.Revocation = a.Revocation.WithDefaults(defaults.Revocation)
+	harden.LogApp(a.logger, "caracal_sts", a)
+	repl := caddy.NewReplacer()
 	// Caddy validates after provisioning; nothing below is opened for a configuration
 	// that Validate refuses.
 	if err := a.Validate(); err != nil {
