@@ -147,6 +147,10 @@ func New(opts Options) (*Verifier, error) {
 // MaxStaleness is the effective bound on the revocation state's age.
 func (v *Verifier) MaxStaleness() time.Duration { return v.opts.MaxStaleness }
 
+// Leeway is the effective clock leeway on exp, nbf and iat: a mandate verifies until
+// exp plus this.
+func (v *Verifier) Leeway() time.Duration { return mandate.EffectiveLeeway(v.opts.Leeway) }
+
 // ZoneID is the pinned zone.
 func (v *Verifier) ZoneID() string { return v.zoneID }
 
