@@ -154,27 +154,33 @@ func TestVerifierCacheHoldsNoSecret(t *testing.T) {
 	if k2 := other.cacheKey("zone-a", "app", phc, "pw-that-is-long-enough-to-find"); k1 == k2 {
 		t.Fatal("cache keys do not depend on a per-verifier key")
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.cache[k1]; !ok || len(v.cache) != 1 {
-		t.Fatalf("cache holds %d entries, want exactly the keyed hash", len(v.cache))
+	if _, ok := v.cache.Get(k1); !ok || v.cache.Len() != 1 {
+		t.Fatalf("cache holds %d entries, want exactly the keyed hash", v.cache.Len())
 	}
 }
 
 func TestVerifierBoundsTheCache(t *testing.T) {
-	v, _, clock := newTestVerifier(VerifierOptions{MaxEntries: 3, CacheTTL: time.Minute})
+	v, c, clock := newTestVerifier(VerifierOptions{MaxEntries: 3, CacheTTL: time.Minute})
 	phc := cheapPHC("pw", 64, 1, 1)
-	for _, client := range []string{"a", "b", "c", "d", "e"} {
+	clients := []string{"a", "b", "c", "d", "e"}
+	for _, client := range clients {
 		if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: client, PHC: phc, Secret: "pw"}); err != nil || !ok {
 			t.Fatal(ok, err)
 		}
 		clock.Advance(time.Second)
-		v.mu.Lock()
-		n := len(v.cache)
-		v.mu.Unlock()
-		if n > 3 {
+		if n := v.cache.Len(); n > 3 {
 			t.Fatalf("cache grew to %d entries, bound 3", n)
 		}
+	}
+	// A full cache forgot its oldest successes only: the three newest cost no Argon2 run.
+	before := c.runs.Load()
+	for _, client := range clients[2:] {
+		if !v.Cached("z", client, phc, "pw") {
+			t.Fatalf("client %s was evicted, though newer than the two forgotten", client)
+		}
+	}
+	if v.Cached("z", "a", phc, "pw") || c.runs.Load() != before {
+		t.Fatal("the oldest success is still cached, or a cached check ran Argon2")
 	}
 }
 
