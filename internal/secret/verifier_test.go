@@ -269,3 +269,31 @@ func TestVerifierReportsMalformedHashes(t *testing.T) {
 		t.Fatalf("Verify(malformed) = %v, %v", ok, err)
 	}
 }
+
+// TestIdenticalChecksInFlightShareOneRun: checks of the same credentials that arrive while
+// one is running wait for its answer instead of paying for an Argon2 run each; those that
+// arrive after it find the cached success. Either way one run answers them all.
+func TestIdenticalChecksInFlightShareOneRun(t *testing.T) {
+	v, c, _ := newTestVerifier(VerifierOptions{MaxPerKey: 64})
+	c.hold, c.entered = make(chan struct{}), make(chan struct{}, 1)
+	phc := cheapPHC("pw", 64, 1, 1)
+	req := Request{ZoneID: "z", ClientID: "app", PHC: phc, Secret: "pw"}
+	const callers = 8
+	var wg, calling sync.WaitGroup
+	calling.Add(callers)
+	for range callers {
+		wg.Go(func() {
+			calling.Done()
+			if ok, err := v.Verify(context.Background(), req); err != nil || !ok {
+				t.Error(ok, err)
+			}
+		})
+	}
+	<-c.entered // the first run has started and is held
+	calling.Wait()
+	close(c.hold)
+	wg.Wait()
+	if got := c.runs.Load(); got != 1 {
+		t.Fatalf("%d Argon2 runs for %d identical checks, want 1", got, callers)
+	}
+}
