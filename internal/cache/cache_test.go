@@ -134,3 +134,19 @@ func TestGetDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%.1f allocations per Get", allocs)
 	}
 }
+
+// BenchmarkGet is a hit in a cache of 100,000 entries keyed like the verified-token cache.
+func BenchmarkGet(b *testing.B) {
+	c := New[[32]byte, int](100_000, time.Hour, nil)
+	var k [32]byte
+	for i := range 100_000 {
+		k[0], k[1], k[2] = byte(i), byte(i>>8), byte(i>>16)
+		c.Set(k, i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := c.Get(k); !ok {
+			b.Fatal("miss")
+		}
+	}
+}
