@@ -99,7 +99,7 @@ func TestValidateAndAdaptWriteNothing(t *testing.T) {
 func TestValidateNamesAnUnreachableDatabase(t *testing.T) {
 	port := freePort(t)
 	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/caracal?sslmode=disable", port)
-	out, err := caracalCommand(t, stsCaddyfile("storage postgres " + dsn + "\n\t\tkey_encryption_key " + testKEK)(freePort(t), freePort(t)), "validate")
+	out, err := caracalCommand(t, stsCaddyfile("storage postgres "+dsn+"\n\t\tkey_encryption_key "+testKEK)(freePort(t), freePort(t)), "validate")
 	if err == nil {
 		t.Fatalf("caracal validate accepted an unreachable database:\n%s", out)
 	}
