@@ -129,10 +129,10 @@ type shared struct {
 
 // Destruct stops what still runs and closes the store once the last app using it is
 // cleaned up.
-func (s *shared) Destruct() error {
-	close(s.closed)
-	s.relays.stopAll(&s.mu)
-	return s.backend.Close()
+func (sh *shared) Destruct() error {
+	close(sh.closed)
+	sh.relays.stopAll(&sh.mu)
+	return sh.backend.Close()
 }
 
 // Runtime is one app's reference to the shared storage runtime of its configuration;
