@@ -146,7 +146,7 @@ func (a *App) Cleanup() error { return a.runtime.Release() }
 // parseGlobal parses:
 //
 //	caracal_coordinator {
-//		storage         memory | postgres <dsn>
+//		storage         memory | postgres <dsn>  # only the caracal_sts app's storage is accepted
 //		bootstrap_token <token>
 //		sweep_interval  <duration>
 //	}

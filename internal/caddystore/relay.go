@@ -59,10 +59,6 @@ func (r *Runtime) StartRelay(o RelayOptions) error {
 	if r.run != nil {
 		return errors.New("storage: this reference already runs a relay")
 	}
-	purger, err := outbox.NewRetention(outbox.RetentionOptions{Store: r.sh.gated, Horizon: o.Horizon, Logger: o.Logger})
-	if err != nil {
-		return err
-	}
 	sh := r.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -70,6 +66,10 @@ func (r *Runtime) StartRelay(o RelayOptions) error {
 		run.refs++
 		r.run = run
 		return nil
+	}
+	purger, err := outbox.NewRetention(outbox.RetentionOptions{Store: sh.gated, Horizon: o.Horizon, Logger: o.Logger})
+	if err != nil {
+		return err
 	}
 	relay := outbox.New(outbox.Options{Store: sh.gated, Publisher: o.Pipeline.Publisher, Key: o.Pipeline.Key, Logger: o.Logger})
 	ctx, cancel := context.WithCancel(context.Background())
