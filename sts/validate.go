@@ -25,6 +25,9 @@ func (a *App) Validate() error {
 	if p.Timeout < 0 || p.CompileTimeout < 0 {
 		return errors.New("policy timeouts must be positive")
 	}
+	if a.Revocation.Retention < 0 {
+		return errors.New("revocation retention must not be negative")
+	}
 	ids := map[string]bool{}
 	for _, z := range a.Zones {
 		if err := z.validate(); err != nil {
@@ -43,20 +46,9 @@ func (a *App) persistent() bool {
 	return a.Storage.Driver != "" && a.Storage.Driver != "memory"
 }
 
+// validate checks what only the configuration knows about a zone; Provision checks the
+// zone id, applications, resources and policy bundle as the STS would store them.
 func (z ZoneConfig) validate() error {
-	if z.ID == "" {
-		return errors.New("the zone needs an id")
-	}
-	for _, ac := range z.Applications {
-		if ac.ClientID == "" {
-			return errors.New("an application needs a client_id")
-		}
-	}
-	for _, rc := range z.Resources {
-		if rc.Identifier == "" || len(rc.Scopes) == 0 {
-			return errors.New("a resource needs an identifier and at least one scope")
-		}
-	}
 	for _, g := range z.Grants {
 		if g.ClientID == "" || g.Resource == "" || len(g.Scopes) == 0 {
 			return errors.New("a grant needs a client_id, a resource and at least one scope")
