@@ -100,9 +100,5 @@ func ParseHeartbeat(fields map[string]string) (Heartbeat, error) {
 // SignedFields returns Fields with the sig of SPEC.md section 6 over
 // caracal.sessions.revoke added when key is set.
 func (h Heartbeat) SignedFields(key []byte) map[string]string {
-	f := h.Fields()
-	if len(key) > 0 {
-		f[fieldSig] = Sign(key, StreamSessionsRevoke, f)
-	}
-	return f
+	return PublishFields(key, StreamSessionsRevoke, h.Fields())
 }

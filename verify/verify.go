@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -68,9 +67,6 @@ type Verifier struct {
 	now    func() time.Time
 }
 
-// zoneIDPattern is the zone id syntax of SPEC.md section 1.
-var zoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 // ZoneFromIssuer returns the zone id of a zone issuer URL ({base}/zones/{zone}). The
 // issuer is compared byte for byte with every mandate's iss, so it is refused unless the
 // zone id appears in it literally (not percent-encoded) and nothing follows it: no
@@ -89,8 +85,8 @@ func ZoneFromIssuer(issuer string) (string, error) {
 		return "", fmt.Errorf("issuer %q is not of the form {base}/zones/{zone}", issuer)
 	}
 	zone := path[i+len("/zones/"):]
-	if !zoneIDPattern.MatchString(zone) {
-		return "", fmt.Errorf("issuer %q does not end in a zone id matching %s", issuer, zoneIDPattern)
+	if !mandate.ValidZoneID(zone) {
+		return "", fmt.Errorf("issuer %q does not end in a zone id matching %s", issuer, mandate.ZoneIDSyntax)
 	}
 	return zone, nil
 }

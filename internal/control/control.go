@@ -10,9 +10,7 @@ package control
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,13 +211,6 @@ func (s *Service) audit(ctx context.Context, c *caller, zoneID, action, subject 
 		return
 	}
 	s.log.Info(action, zap.String("zone", zoneID), zap.String("actor", c.id), zap.String("subject", subject))
-}
-
-// randomID returns prefix and 16 random bytes, base64url.
-func randomID(prefix string) string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // timestamp formats a time for responses (RFC 3339, UTC).

@@ -315,7 +315,7 @@ func TestAdminRevokeAnswersWhenTheTransportIsDown(t *testing.T) {
 		}
 		revoked := map[string]bool{}
 		for _, r := range g.pending() {
-			if r.Stream == store.StreamSessionsRevoke {
+			if r.Stream == revocation.StreamSessionsRevoke {
 				revoked[r.Fields["session_id"]+r.Fields["delegation_edge_id"]] = true
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/revocation"
 )
 
@@ -67,7 +68,7 @@ func checkScopeList(scopes []string) *apiError {
 		return badRequest(fmt.Sprintf("scopes must list at most %d scopes", maxScopes))
 	}
 	for i, sc := range scopes {
-		if !validScopeToken(sc) {
+		if len(sc) > maxNameLen || !mandate.ValidScopeToken(sc) {
 			return badRequest(fmt.Sprintf("scope %.64q is not a valid scope token", sc))
 		}
 		if slices.Contains(scopes[:i], sc) {
@@ -75,17 +76,4 @@ func checkScopeList(scopes []string) *apiError {
 		}
 	}
 	return nil
-}
-
-// validScopeToken: 1*( %x21 / %x23-5B / %x5D-7E ) per RFC 6749 section 3.3.
-func validScopeToken(s string) bool {
-	if s == "" || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -272,20 +271,8 @@ func (r *Relay) publish(ctx context.Context, row store.OutboxEvent) error {
 	return nil
 }
 
-// fields prepares a row for the stream: the reason is cleaned so that strict
-// consumers accept it (a dropped revocation would be far worse than an altered
-// reason), then the entry is signed.
+// fields prepares a row for the stream (revocation.PublishFields: reason cleaned,
+// signed with the relay's key).
 func (r *Relay) fields(row store.OutboxEvent) map[string]string {
-	fields := maps.Clone(row.Fields)
-	if fields == nil {
-		fields = make(map[string]string)
-	}
-	delete(fields, "sig")
-	if reason, ok := fields["reason"]; ok && row.Stream == revocation.StreamSessionsRevoke {
-		fields["reason"] = revocation.CleanReason(reason)
-	}
-	if len(r.o.Key) > 0 {
-		fields["sig"] = revocation.Sign(r.o.Key, row.Stream, fields)
-	}
-	return fields
+	return revocation.PublishFields(r.o.Key, row.Stream, row.Fields)
 }
