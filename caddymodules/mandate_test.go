@@ -454,7 +454,8 @@ func TestExchangeRefusal(t *testing.T) {
 		{429, "slow_down", 503, "", true},
 		{503, "temporarily_unavailable", 503, "", true},
 		{500, "", 503, "", true},
-		{400, "", 0, "", false},
+		{400, "", 503, "", true},
+		{401, "", 503, "", true},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%d %s", c.status, c.code), func(t *testing.T) {

@@ -57,6 +57,7 @@ type stsApp interface {
 	Service() *issuer.Service
 	StorageConfig() caddystore.Config
 	Notify()
+	MandateLeeway() time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -90,6 +91,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		STS:            sts.Service(),
 		BootstrapToken: caddy.NewReplacer().ReplaceKnown(a.BootstrapToken, ""),
 		Notify:         sts.Notify,
+		Leeway:         sts.MandateLeeway(),
 		Logger:         a.logger,
 	})
 	if err != nil {

@@ -341,6 +341,10 @@ func (a *App) Notify() { a.relay.Notify() }
 // Service returns the STS core, for the handler and the Coordinator.
 func (a *App) Service() *issuer.Service { return a.service }
 
+// MandateLeeway returns the configured clock leeway of mandate time checks (zero for
+// the default), for the Coordinator to verify session mandates as the STS does.
+func (a *App) MandateLeeway() time.Duration { return time.Duration(a.Leeway) }
+
 // StorageConfig returns the storage settings, so that the Coordinator in the same
 // configuration can share the store.
 func (a *App) StorageConfig() caddystore.Config { return a.Storage }

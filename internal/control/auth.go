@@ -200,7 +200,7 @@ func (s *Service) verifier(zoneID string) *mandate.CachedVerifier {
 		// Dropping every verifier only costs signature checks until they refill.
 		clear(s.verifiers)
 	}
-	v = mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Now: s.now}, maxCachedPerZone)
+	v = mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Leeway: s.leeway, Now: s.now}, maxCachedPerZone)
 	s.verifiers[zoneID] = v
 	return v
 }

@@ -45,6 +45,9 @@ type Options struct {
 	// Notify is called after every write that produced outbox rows, so the relay
 	// publishes at once instead of at its next poll. Optional.
 	Notify func()
+	// Leeway is the clock skew tolerated on the exp, nbf and iat of session mandates,
+	// the STS's leeway: mandate.DefaultLeeway when zero or negative, as the STS applies it.
+	Leeway time.Duration
 	// Logger receives request outcomes and storage failures; zap.NewNop when nil.
 	Logger *zap.Logger
 	// Now is the clock; time.Now when nil.
@@ -57,6 +60,7 @@ type Service struct {
 	sts       *issuer.Service
 	bootstrap *[sha256.Size]byte // nil when no bootstrap token is configured
 	notify    func()
+	leeway    time.Duration
 	log       *zap.Logger
 	now       func() time.Time
 	router    *httproute.Router
@@ -77,6 +81,7 @@ func New(o Options) (*Service, error) {
 		store:     o.Store,
 		sts:       o.STS,
 		notify:    o.Notify,
+		leeway:    o.Leeway,
 		log:       o.Logger,
 		now:       o.Now,
 		verifiers: make(map[string]*mandate.CachedVerifier),
@@ -90,6 +95,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.notify == nil {
 		s.notify = func() {}
+	}
+	if s.leeway <= 0 {
+		s.leeway = mandate.DefaultLeeway
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
