@@ -27,7 +27,7 @@ const DefaultHeartbeatInterval = time.Second
 // every revocation acknowledged before Watermark, and its staleness is the age of the
 // newest watermark it applied.
 type Heartbeat struct {
-	// Publisher names the relay instance that sent it (for logs and metrics).
+	// Publisher names the relay instance that sent it, for whoever reads the stream.
 	Publisher string
 	// Watermark: everything committed before it has been published.
 	Watermark time.Time

@@ -138,7 +138,8 @@ func (a *applier) currentWatermark() time.Time {
 
 // warnBadSignatures logs at most once per badSignatureLogEvery, with the count since
 // the previous line. Anyone able to write to the stream could otherwise flood the
-// logs; the counter shows every drop in the metrics.
+// logs; Stats.BadSignature still counts every drop (the Caddy modules export it as
+// caracal_revocation_entries_total with outcome "bad_signature").
 func (a *applier) warnBadSignatures() {
 	now := a.now()
 	a.sigLogMu.Lock()

@@ -328,7 +328,5 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEvent) error
 	ListAudit(ctx context.Context, zoneID string, limit int) ([]AuditEvent, error)
 
-	// Ping reports whether the backing storage answers.
-	Ping(ctx context.Context) error
 	Close() error
 }

@@ -871,15 +871,6 @@ func (s *Store) ListAudit(_ context.Context, zoneID string, limit int) ([]store.
 	return out, nil
 }
 
-// Ping fails once the store is closed.
-func (s *Store) Ping(_ context.Context) error {
-	if err := s.lock(); err != nil {
-		return err
-	}
-	s.mu.Unlock()
-	return nil
-}
-
 // Close makes every later call fail with store.ErrUnavailable.
 func (s *Store) Close() error {
 	s.mu.Lock()

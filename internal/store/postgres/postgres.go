@@ -47,14 +47,6 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return &Store{pool: pool}, nil
 }
 
-// Ping reports whether PostgreSQL answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return dbErr(err, "pinging postgresql")
-	}
-	return nil
-}
-
 // Close closes the pool; later calls fail with store.ErrUnavailable.
 func (s *Store) Close() error {
 	s.pool.Close()
