@@ -26,6 +26,24 @@ func ValidZoneID(s string) bool {
 	return true
 }
 
+// MaxRecordIDLen bounds a record id (session, delegation edge, admin token), in bytes.
+const MaxRecordIDLen = 256
+
+// ValidRecordID reports whether s is a record id as mandates and revocation stream
+// entries carry it: 1 to MaxRecordIDLen bytes of printable ASCII without space, so
+// that an id can never smuggle a line into a signed stream entry.
+func ValidRecordID(s string) bool {
+	if s == "" || len(s) > MaxRecordIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidScopeToken reports whether s is an RFC 6749 section 3.3 scope token:
 // 1*( %x21 / %x23-5B / %x5D-7E ), that is printable ASCII without space, '"' or '\'.
 // It bounds no length: callers that store scopes apply their own bound.

@@ -11,6 +11,7 @@ import (
 var (
 	zoneIDOracle = regexp.MustCompile(ZoneIDSyntax)
 	scopeOracle  = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]+$`)
+	idOracle     = regexp.MustCompile(`^[\x21-\x7e]{1,256}$`)
 )
 
 func TestValidZoneID(t *testing.T) {
@@ -62,7 +63,28 @@ func TestValidScopeToken(t *testing.T) {
 	}
 }
 
-// FuzzSyntax checks both identifier checks against their regular expressions.
+func TestValidRecordID(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want bool
+	}{
+		{"ses_2b7f", true},
+		{"a\"b\\c~", true},
+		{strings.Repeat("i", 256), true},
+		{strings.Repeat("i", 257), false},
+		{"", false},
+		{"a b", false},
+		{"a\nb", false},
+		{"a\x7f", false},
+		{"\u00e9", false},
+	} {
+		if got := ValidRecordID(c.in); got != c.want {
+			t.Errorf("ValidRecordID(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// FuzzSyntax checks the identifier checks against their regular expressions.
 func FuzzSyntax(f *testing.F) {
 	for _, s := range []string{"acme", "a.b-c_d", "Acme", ".a", "", "files:read", `a"b`, `a\b`, "a b", "\xff", strings.Repeat("z", 63), strings.Repeat("z", 64)} {
 		f.Add(s)
@@ -73,6 +95,9 @@ func FuzzSyntax(f *testing.F) {
 		}
 		if got, want := ValidScopeToken(s), scopeOracle.MatchString(s); got != want {
 			t.Fatalf("ValidScopeToken(%q) = %v, the syntax says %v", s, got, want)
+		}
+		if got, want := ValidRecordID(s), idOracle.MatchString(s); got != want {
+			t.Fatalf("ValidRecordID(%q) = %v, the syntax says %v", s, got, want)
 		}
 	})
 }

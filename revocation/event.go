@@ -42,7 +42,6 @@ const (
 	fieldEvent      = "event"
 	fieldVersion    = "version"
 	fieldSig        = "sig"
-	maxIDLen        = 256
 	maxMillisDigits = 15 // up to the year 33658; more is not a timestamp
 	maxEpochDigits  = 19 // int64
 )
@@ -259,19 +258,17 @@ func checkZoneID(v string) error {
 	return nil
 }
 
-// checkID accepts the printable ASCII ids Caracal generates. Spaces and control
-// characters are refused so that an id can never smuggle a line into the signed form.
+// checkID accepts the record id syntax (mandate.ValidRecordID).
 func checkID(v string) error {
-	if v == "" || len(v) > maxIDLen {
-		return fmt.Errorf("id must be 1 to %d bytes", maxIDLen)
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return errors.New("id has a character outside printable ASCII")
-		}
+	if !mandate.ValidRecordID(v) {
+		return fmt.Errorf("id must be 1 to %d bytes of printable ASCII without space", mandate.MaxRecordIDLen)
 	}
 	return nil
 }
+
+// ValidReason reports whether v is a reason every consumer accepts: at most
+// MaxReasonLen bytes of UTF-8 without control characters (CleanReason makes one).
+func ValidReason(v string) bool { return checkReason(v) == nil }
 
 func checkReason(v string) error {
 	if len(v) > MaxReasonLen {

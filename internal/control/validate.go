@@ -15,7 +15,6 @@ import (
 // stream entries, so they stay short and printable.
 const (
 	maxNameLen       = 200
-	maxIDLen         = 256
 	maxIdentifierLen = 2048
 	maxScopes        = 256
 )
@@ -34,27 +33,19 @@ func checkName(field, v string) *apiError {
 	return nil
 }
 
-// checkID accepts a record id (session, edge, admin token): 1 to maxIDLen bytes of
-// printable ASCII, what the revocation streams accept.
+// checkID accepts a record id (session, edge, admin token) as mandates and the
+// revocation streams carry it (mandate.ValidRecordID).
 func checkID(field, v string) *apiError {
-	if v == "" || len(v) > maxIDLen {
-		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes", field, maxIDLen))
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return badRequest(field + " must be printable ASCII without spaces")
-		}
+	if !mandate.ValidRecordID(v) {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes of printable ASCII without spaces", field, mandate.MaxRecordIDLen))
 	}
 	return nil
 }
 
 // checkReason accepts an optional revocation reason that stream consumers accept as is.
 func checkReason(v string) *apiError {
-	if len(v) > revocation.MaxReasonLen {
-		return badRequest(fmt.Sprintf("reason must be at most %d bytes", revocation.MaxReasonLen))
-	}
-	if strings.ContainsFunc(v, unicode.IsControl) {
-		return badRequest("reason must not contain control characters")
+	if !revocation.ValidReason(v) {
+		return badRequest(fmt.Sprintf("reason must be at most %d bytes without control characters", revocation.MaxReasonLen))
 	}
 	return nil
 }
