@@ -173,10 +173,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 	if err := v.checkRevoked(c); err != nil {
 		return nil, err
 	}
-	for _, s := range v.opts.Scopes {
-		if !hasScope(c.Scope, s) {
-			return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "the mandate lacks a required scope", Scope: strings.Join(v.opts.Scopes, " ")}
-		}
+	if !c.HasScopes(v.opts.Scopes...) {
+		return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "the mandate lacks a required scope", Scope: strings.Join(v.opts.Scopes, " ")}
 	}
 	if v.opts.RejectStaleEpoch && c.DelegationEdgeID != "" {
 		if cur, ok := v.opts.Epochs.Current(v.zoneID); ok && c.DelegationGraphEpoch < cur {
@@ -184,17 +182,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 		}
 	}
 	return c, nil
-}
-
-// hasScope reports whether scope is one of the granted space-delimited scopes. It splits
-// as Claims.Scopes does but without building a slice: this runs on every request.
-func hasScope(granted, scope string) bool {
-	for s := range strings.FieldsSeq(granted) {
-		if s == scope {
-			return true
-		}
-	}
-	return false
 }
 
 // Revoked reports whether any anchor of c has been revoked since it was verified; a
