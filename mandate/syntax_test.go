@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The regular expressions of SPEC.md section 1 and RFC 6749 section 3.3, as oracles for
+// The regular expressions of docs/protocol.md section 1 and RFC 6749 section 3.3, as oracles for
 // the hand-written checks.
 var (
 	zoneIDOracle = regexp.MustCompile(ZoneIDSyntax)

@@ -250,7 +250,7 @@ func CleanReason(s string) string {
 	return s[:cut]
 }
 
-// checkZoneID accepts the zone id syntax of SPEC.md section 1.
+// checkZoneID accepts the zone id syntax (mandate.ValidZoneID).
 func checkZoneID(v string) error {
 	if !mandate.ValidZoneID(v) {
 		return errors.New("zone id does not match " + mandate.ZoneIDSyntax)
