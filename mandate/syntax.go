@@ -1,8 +1,8 @@
 package mandate
 
-// ZoneIDSyntax is the zone id syntax of docs/protocol.md section 1, as a regular expression for
-// messages. ValidZoneID checks it without a regexp: it runs for every mandate, request
-// path and stream entry.
+// ZoneIDSyntax is the zone id syntax of docs/protocol.md section 1, as a regular
+// expression for messages. ValidZoneID checks it without a regexp: it runs for every
+// mandate, request path and stream entry.
 const ZoneIDSyntax = `^[a-z0-9][a-z0-9._-]{0,62}$`
 
 // MaxZoneIDLen bounds a zone id, in bytes.
