@@ -2,7 +2,7 @@ package mandate
 
 // ZoneIDSyntax is the zone id syntax of docs/protocol.md section 1, as a regular
 // expression for messages. ValidZoneID checks it without a regexp: it runs for every
-// mandate, request path and stream entry.
+// stream entry and request path.
 const ZoneIDSyntax = `^[a-z0-9][a-z0-9._-]{0,62}$`
 
 // MaxZoneIDLen bounds a zone id, in bytes.
