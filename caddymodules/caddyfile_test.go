@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 )
 
 func parse(src string) (*Handler, error) {
@@ -115,10 +115,10 @@ func TestProvisionRefusesBadConfiguration(t *testing.T) {
 		"an unknown on_stale":          {Issuer: "https://sts.test/zones/demo", Resource: testResource, OnStale: "maybe"},
 		"an issuer that is no zone":    {Issuer: "https://sts.test/other/demo", Resource: testResource},
 		"a leeway above the grace":     {Issuer: "https://sts.test/zones/demo", Resource: testResource, Leeway: caddy.Duration(time.Hour)},
-		"a short stream key":           {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{StreamKey: "short"}},
-		"a prefix on the local bus":    {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{Transport: "local", StreamPrefix: "p:"}},
+		"a short stream key":           {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{StreamKey: "short"}},
+		"a prefix on the local bus":    {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{Transport: "local", StreamPrefix: "p:"}},
 		"an exchange endpoint no URL":  {Issuer: "https://sts.test/zones/demo", Resource: testResource, Exchange: &ExchangeConfig{TokenEndpoint: "ftp://sts.test/token"}},
-		"a transport that is no Redis": {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{Transport: "memcache://x"}},
+		"a transport that is no Redis": {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{Transport: "memcache://x"}},
 	}
 	for name, h := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -162,7 +162,7 @@ func TestLocalGatewayWithoutAnSTSRefusesAndSaysWhy(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{Issuer: "https://sts.test/zones/demo", Resource: testResource,
-		Revocation: caddyrev.Config{Transport: "local", StreamKey: "a key no publisher of this test uses"}}
+		Revocation: caddyrevocation.Config{Transport: "local", StreamKey: "a key no publisher of this test uses"}}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}

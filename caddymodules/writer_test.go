@@ -353,7 +353,7 @@ func TestGuardUnwrapReachesTheInnerWriter(t *testing.T) {
 func revocationCheck(tb testing.TB) func() bool {
 	tb.Helper()
 	f := newFixture(tb)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	for i := range 10_000 {
 		st.Add(f.revocationEvent(fmt.Sprintf("other-%d", i)))
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/caddystore"
 	"github.com/caracalgw/caracal/internal/harden"
 	"github.com/caracalgw/caracal/internal/issuer"
@@ -56,12 +56,12 @@ type App struct {
 	Zones []ZoneConfig `json:"zones,omitempty"`
 	// Revocation is where revocations are published: the in-process bus (default) or
 	// Redis. The STS relays its storage outbox there.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 
 	store    *caddystore.Handle
 	engine   policy.Engine
 	service  *issuer.Service
-	pipeline *caddyrev.Handle
+	pipeline *caddyrevocation.Handle
 	relay    *outbox.Relay
 	purger   *outbox.Retention
 	stop     context.CancelFunc
@@ -149,7 +149,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.store, err = caddystore.Open(ctx, a.Storage); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
-	if a.pipeline, err = caddyrev.Open(ctx, a.Revocation, a.logger); err != nil {
+	if a.pipeline, err = caddyrevocation.Open(ctx, a.Revocation, a.logger); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
 	a.relay = outbox.New(outbox.Options{Store: a.store, Publisher: a.pipeline.Publisher, Key: a.pipeline.Key, Logger: a.logger})
@@ -188,7 +188,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RefreshInterval:    time.Duration(a.RefreshInterval),
 		Revoked:            a.relay.Notify,
 		Published:          a.relay.Flush,
-		Revocations:        a.pipeline.Store,
+		Revocations:        a.pipeline.Revocations,
 		RevocationSource:   a.pipeline.Source,
 		Epochs:             a.pipeline.Epochs,
 		Logger:             a.logger,
@@ -211,7 +211,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // RevocationConfig is the STS's revocation transport and key, which a caracal_mandate
 // handler of the same process uses when it has no revocation line of its own.
-func (a *App) RevocationConfig() caddyrev.Config { return a.Revocation }
+func (a *App) RevocationConfig() caddyrevocation.Config { return a.Revocation }
 
 func (a *App) kek(repl *caddy.Replacer) ([]byte, error) {
 	raw := repl.ReplaceKnown(a.KeyEncryptionKey, "")

@@ -58,7 +58,7 @@ type fixture struct {
 	key    *ecdsa.PrivateKey
 	signer *mandate.Signer
 	keys   mandate.KeySet
-	store  *revocation.Store
+	store  *revocation.RevokedSet
 	epochs *revocation.Epochs
 }
 
@@ -71,7 +71,7 @@ func newFixture(tb testing.TB) *fixture {
 		key:    key,
 		signer: signer,
 		keys:   mandate.KeySet{signer.KID(): &key.PublicKey},
-		store:  revocation.NewStore(clock.Now),
+		store:  revocation.NewRevokedSet(clock.Now),
 		epochs: new(revocation.Epochs),
 	}
 }

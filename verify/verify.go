@@ -34,7 +34,7 @@ type Options struct {
 	// RFC 8414 metadata (mandate.RemoteKeys).
 	Keys mandate.KeySource
 	// Revocations is the revocation set to check on every request; required.
-	Revocations *revocation.Store
+	Revocations *revocation.RevokedSet
 	// Source feeds Revocations; the age of its Watermark is compared with MaxStaleness,
 	// and a zero Watermark is stale. Nil means the set is local to this process and
 	// never stale.
