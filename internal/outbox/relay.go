@@ -15,8 +15,6 @@ package outbox
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -110,9 +108,7 @@ func New(o Options) *Relay {
 		o.HeartbeatInterval = revocation.DefaultHeartbeatInterval
 	}
 	if o.ID == "" {
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		o.ID = "relay-" + hex.EncodeToString(b)
+		o.ID = "relay-" + randomHex(8)
 	}
 	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
 }

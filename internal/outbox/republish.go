@@ -179,9 +179,12 @@ func (r *Relay) republish(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func newGeneration() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
+func newGeneration() string { return randomHex(16) }
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
 }
 
