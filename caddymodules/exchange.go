@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -178,7 +177,8 @@ func (x *exchanger) exchange(ctx context.Context, session string) (string, time.
 
 // exchangeRefusal maps an STS error to the gateway's answer: a refused subject token is
 // an invalid token, a policy or scope refusal is insufficient_scope, an unavailable STS
-// is 503.
+// is 503, and so is a refusal without an error code, which says nothing about the
+// token (like any other malformed STS answer).
 func exchangeRefusal(status int, code, desc string) error {
 	switch {
 	case status >= 500 || status == http.StatusTooManyRequests:
@@ -186,7 +186,7 @@ func exchangeRefusal(status int, code, desc string) error {
 	case code == "access_denied" || code == "invalid_scope":
 		return &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "exchange refused: " + desc}
 	case code == "":
-		return errors.New("exchange failed")
+		return &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS refused without an error code"}
 	default:
 		return &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "exchange refused: " + desc}
 	}

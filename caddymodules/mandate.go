@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caracalgw/caracal/internal/caddydefaults"
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
@@ -54,7 +54,7 @@ type Handler struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Revocation selects the revocation transport: local (the in-process bus, the
 	// default) or a Redis URL, with an optional stream key.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 	// MaxStaleness is how old the revocation state may be (default 15s) before OnStale
 	// applies.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
@@ -79,7 +79,7 @@ type Handler struct {
 
 	verifier  *verify.Verifier
 	guard     *verify.Guard
-	pipeline  *caddyrev.Handle
+	pipeline  *caddyrevocation.Handle
 	exchanger *exchanger
 	forward   bool
 	endOnExp  bool
@@ -122,13 +122,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	app := stsApp(ctx)
 	sts := stsService(app)
 	rev := h.Revocation
-	if rc, ok := app.(interface{ RevocationConfig() caddyrev.Config }); ok && rev == (caddyrev.Config{}) {
+	if rc, ok := app.(interface{ RevocationConfig() caddyrevocation.Config }); ok && rev == (caddyrevocation.Config{}) {
 		// No revocation line: hear what the STS of this process publishes, over the
 		// same transport and with the same key.
 		rev = rc.RevocationConfig()
 	}
 	rev = rev.WithDefaults(defaults.Revocation)
-	if h.pipeline, err = caddyrev.Open(ctx, rev, h.logger); err != nil {
+	if h.pipeline, err = caddyrevocation.Open(ctx, rev, h.logger); err != nil {
 		return err
 	}
 	if h.pipeline.Transport == "local" && sts == nil {
@@ -147,7 +147,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Resource:         h.Resource,
 		Scopes:           h.Scopes,
 		Keys:             keys,
-		Revocations:      h.pipeline.Store,
+		Revocations:      h.pipeline.Revocations,
 		Source:           source,
 		MaxStaleness:     time.Duration(h.MaxStaleness),
 		FailOpen:         h.OnStale == "allow",

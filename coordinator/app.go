@@ -58,6 +58,7 @@ type App struct {
 type stsApp interface {
 	Service() *issuer.Service
 	StorageConfig() caddystore.Config
+	MandateLeeway() time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -97,6 +98,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		STS:            sts.Service(),
 		BootstrapToken: caddy.NewReplacer().ReplaceKnown(a.BootstrapToken, ""),
 		Notify:         a.runtime.Notify,
+		Leeway:         sts.MandateLeeway(),
 		Logger:         a.logger,
 	})
 	if err != nil {

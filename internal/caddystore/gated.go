@@ -304,10 +304,3 @@ func (g *gated) ListAudit(ctx context.Context, zoneID string, limit int) ([]stor
 	}
 	return g.inner.ListAudit(ctx, zoneID, limit)
 }
-
-func (g *gated) Ping(ctx context.Context) error {
-	if err := g.wait(ctx); err != nil {
-		return err
-	}
-	return g.inner.Ping(ctx)
-}

@@ -17,7 +17,8 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// ActionTokenExchange is the only action the STS evaluates today.
+// ActionTokenExchange is the policy input action of a token exchange
+// (docs/protocol.md section 8).
 const ActionTokenExchange = "token_exchange"
 
 // Input is SPEC.md section 8's input document. The JSON names are the wire
