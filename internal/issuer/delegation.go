@@ -61,14 +61,14 @@ func (d *delegation) policyInput() *policy.Delegation {
 	}
 }
 
-func denyDelegation(description string) *oauthError {
-	return newError(http.StatusForbidden, codeAccessDenied, "delegation invalid: "+description)
+func denyDelegation(description string) *Error {
+	return newError(http.StatusForbidden, CodeAccessDenied, "delegation invalid: "+description)
 }
 
 // resolveDelegation re-validates, against the live graph, the whole path from the leaf
 // edge to the root: every rule of SPEC.md section 4 at exchange time. subject is the
 // presenting session, which must be the leaf's target.
-func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, subject store.Session, resource string, now time.Time) (*delegation, *oauthError) {
+func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, subject store.Session, resource string, now time.Time) (*delegation, *Error) {
 	path, cached, err := s.edgePath(ctx, zoneID, edgeID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -117,7 +117,7 @@ func (s *Service) pathEpoch(ctx context.Context, zoneID string, path []store.Edg
 }
 
 // checkPath applies the exchange-time rules to a fetched path.
-func checkPath(d *delegation, subject store.Session, resource string, now time.Time) *oauthError {
+func checkPath(d *delegation, subject store.Session, resource string, now time.Time) *Error {
 	path := d.path
 	hops := len(path)
 	if path[hops-1].TargetSessionID != subject.ID {
