@@ -332,7 +332,7 @@ func TestTokenEndpointRefusesMalformedRequests(t *testing.T) {
 			{"client of another zone", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "other-agent-secret"}}, 401, CodeInvalidClient},
 			{"unknown client", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"ghost", "x"}}, 401, CodeInvalidClient},
 			{"both basic and post credentials", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_id": {"agent"}, "client_secret": {"demo-agent-secret"}}, basic: basic}, 400, CodeInvalidRequest},
-			{"client_id without secret", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_id": {"agent"}}}, 400, CodeInvalidRequest},
+			{"client_secret without client_id", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_secret": {"demo-agent-secret"}}}, 400, CodeInvalidRequest},
 			{"missing subject_token", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token_type": {TokenTypeAccessToken}, "resource": {apiResource}}}, 400, CodeInvalidRequest},
 			{"missing subject_token_type", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token": {subject}, "resource": {apiResource}}}, 400, CodeInvalidRequest},
 			{"wrong subject_token_type", call{path: "/zones/demo/oauth2/token", form: func() url.Values {
