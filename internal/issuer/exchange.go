@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/delegation"
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
@@ -106,7 +107,7 @@ func (s *Service) exchange(ctx context.Context, req ExchangeRequest) (*Issued, *
 	}
 	now := s.now()
 	requested := req.Scopes
-	var deleg *delegation
+	var deleg *delegated
 	if req.EdgeID != "" {
 		if deleg, requested, e = s.delegate(ctx, zoneID, req.EdgeID, sess, res, requested, now); e != nil {
 			return nil, e
@@ -253,7 +254,7 @@ func checkScopes(requested []string, res store.Resource) *Error {
 // delegate is the delegation step: the whole path re-validated against the live graph,
 // and the requested scopes (all of the leaf edge's when none were requested) within the
 // leaf edge's.
-func (s *Service) delegate(ctx context.Context, zoneID, edgeID string, sess store.Session, res store.Resource, requested []string, now time.Time) (*delegation, []string, *Error) {
+func (s *Service) delegate(ctx context.Context, zoneID, edgeID string, sess store.Session, res store.Resource, requested []string, now time.Time) (*delegated, []string, *Error) {
 	deleg, e := s.resolveDelegation(ctx, zoneID, edgeID, sess, res.Identifier, now)
 	if e != nil {
 		return nil, nil, e
@@ -262,10 +263,8 @@ func (s *Service) delegate(ctx context.Context, zoneID, edgeID string, sess stor
 	if requested == nil {
 		return deleg, slices.Clone(leafScopes), nil
 	}
-	for _, sc := range requested {
-		if !contains(leafScopes, sc) {
-			return nil, nil, invalidScope("requested scopes exceed the delegation edge's scopes")
-		}
+	if !delegation.Subset(requested, leafScopes) {
+		return nil, nil, invalidScope("requested scopes exceed the delegation edge's scopes")
 	}
 	return deleg, requested, nil
 }
@@ -297,7 +296,7 @@ type minted struct {
 	// limit is the latest the mandate may live: the session's or the delegation path's
 	// expiry.
 	limit time.Time
-	deleg *delegation
+	deleg *delegated
 	now   time.Time
 }
 
