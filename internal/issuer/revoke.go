@@ -69,8 +69,7 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	default:
 		// A client_id without a secret identifies the client ("none"); it must be the
 		// token's client (RFC 6749 section 5.2, invalid_client).
-		e := newError(http.StatusUnauthorized, CodeInvalidClient, "client_id is not the client the token was issued to")
-		writeError(w, realm, e)
+		writeError(w, realm, newError(http.StatusUnauthorized, CodeInvalidClient, "client_id is not the client the token was issued to"))
 		return
 	}
 	rev, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", s.now())
