@@ -97,15 +97,14 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := s.zone(r.Context(), zoneID); err != nil {
-		s.zoneError(w, zoneID, err)
-		return
-	}
-	scopes, err := s.store.ZoneScopes(r.Context(), zoneID)
+	z, err := s.zone(r.Context(), zoneID)
 	if err != nil {
 		s.zoneError(w, zoneID, err)
 		return
 	}
+	z.mu.RLock()
+	scopes := z.scopes
+	z.mu.RUnlock()
 	iss := s.Issuer(zoneID)
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(jwksMaxAge))
