@@ -210,10 +210,11 @@ func stsApp(ctx caddy.Context) any {
 	return v
 }
 
-// stsService returns the STS of the caracal_sts app, nil without one.
-func stsService(app any) *issuer.Service {
+// stsService returns the STS of the caracal_sts app as the gateway uses it, nil without
+// one.
+func stsService(app any) localSTS {
 	s, ok := app.(interface{ Service() *issuer.Service })
-	if !ok {
+	if !ok || s.Service() == nil {
 		return nil
 	}
 	return s.Service()

@@ -17,9 +17,13 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// ActionTokenExchange is the policy input action of a token exchange
-// (docs/protocol.md section 8).
-const ActionTokenExchange = "token_exchange"
+// The actions the STS evaluates: a token exchange, and a client_credentials grant that
+// names a resource (the session is created and the resource mandate issued in one step);
+// docs/protocol.md section 8.
+const (
+	ActionTokenExchange     = "token_exchange"
+	ActionClientCredentials = "client_credentials"
+)
 
 // Input is SPEC.md section 8's input document. The JSON names are the wire
 // contract a remote OPA server sees; the embedded engine builds the identical

@@ -241,6 +241,10 @@ type Store interface {
 	// PutResource creates or replaces (by identifier) the scopes and archived flag.
 	PutResource(ctx context.Context, r Resource) error
 	GetResource(ctx context.Context, zoneID, identifier string) (Resource, error)
+	// ZoneScopes returns the union of the scopes declared by the zone's resources that
+	// are not archived, sorted and without duplicates (empty, not nil, when there are
+	// none); ErrNotFound if the zone does not exist.
+	ZoneScopes(ctx context.Context, zoneID string) ([]string, error)
 
 	// SigningKeys returns the zone's active key and retired keys whose NotAfter is
 	// after now, active first.

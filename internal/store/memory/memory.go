@@ -266,6 +266,33 @@ func (s *Store) GetResource(_ context.Context, zoneID, identifier string) (store
 	return r, nil
 }
 
+// ZoneScopes returns the sorted union of the scopes of the zone's unarchived resources.
+func (s *Store) ZoneScopes(_ context.Context, zoneID string) ([]string, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	z, err := s.zone(zoneID)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool)
+	out := []string{}
+	for _, r := range z.resources {
+		if r.Archived {
+			continue
+		}
+		for _, sc := range r.Scopes {
+			if !seen[sc] {
+				seen[sc] = true
+				out = append(out, sc)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // SigningKeys returns the active key, then retired keys whose NotAfter is after now,
 // most recently retired first.
 func (s *Store) SigningKeys(_ context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {

@@ -336,6 +336,25 @@ func testResources(t *testing.T, s store.Store) {
 		}
 		wantErr(t, s.PutResource(ctx, store.Resource{ZoneID: "a", ID: "r3", Identifier: "https://four.example/"}), store.ErrConflict, "PutResource reusing an id")
 	})
+	t.Run("zone scopes are the sorted union of the unarchived resources' scopes", func(t *testing.T) {
+		createZone(t, s, "scopes")
+		got, err := s.ZoneScopes(ctx, "scopes")
+		must(t, err, "ZoneScopes of an empty zone")
+		if got == nil || len(got) != 0 {
+			t.Fatalf("ZoneScopes of a zone without resources = %#v, want an empty, non-nil list", got)
+		}
+		must(t, s.CreateResource(ctx, store.Resource{ZoneID: "scopes", ID: "r1", Identifier: "https://one.example/", Scopes: []string{"write", "read"}}), "CreateResource one")
+		must(t, s.CreateResource(ctx, store.Resource{ZoneID: "scopes", ID: "r2", Identifier: "https://two.example/", Scopes: []string{"read", "admin"}}), "CreateResource two")
+		must(t, s.CreateResource(ctx, store.Resource{ZoneID: "scopes", ID: "r3", Identifier: "https://old.example/", Scopes: []string{"legacy"}, Archived: true}), "CreateResource archived")
+		got, err = s.ZoneScopes(ctx, "scopes")
+		must(t, err, "ZoneScopes")
+		equal(t, got, []string{"admin", "read", "write"}, "zone scopes")
+		got, err = s.ZoneScopes(ctx, "b")
+		must(t, err, "ZoneScopes b")
+		equal(t, got, []string{"admin"}, "zone b's scopes")
+		_, err = s.ZoneScopes(ctx, "nope")
+		wantErr(t, err, store.ErrNotFound, "ZoneScopes of a missing zone")
+	})
 }
 
 func testSigningKeys(t *testing.T, s store.Store) {
