@@ -68,7 +68,7 @@ type Verifier struct {
 	now    func() time.Time
 }
 
-// zoneIDPattern is the zone id syntax of SPEC.md section 1.
+// zoneIDPattern is the zone id syntax of docs/protocol.md section 1.
 var zoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // ZoneFromIssuer returns the zone id of a zone issuer URL ({base}/zones/{zone}). The
@@ -153,7 +153,7 @@ func (v *Verifier) ZoneID() string { return v.zoneID }
 // Realm is the RFC 6750 realm of the answers.
 func (v *Verifier) Realm() string { return v.opts.Realm }
 
-// Verify checks a resource mandate in the order of SPEC.md section 3 and returns its
+// Verify checks a resource mandate in the order of docs/protocol.md section 3 and returns its
 // claims (shared: do not modify them). Failures are *Error values carrying the RFC 6750
 // answer.
 func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, error) {

@@ -11,7 +11,7 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// Delegation limits of SPEC.md section 4.
+// Delegation limits of docs/protocol.md section 4.
 const (
 	defaultMaxHops = 1
 	maxMaxHops     = 10
@@ -88,7 +88,7 @@ func viewEdge(e store.Edge, now time.Time) edgeView {
 }
 
 // createDelegation: POST /v1/zones/{zone}/delegations, by the source session with its
-// session mandate. The rules of SPEC.md section 4 are checked first against what was
+// session mandate. The rules of docs/protocol.md section 4 are checked first against what was
 // read, then again inside the creating transaction against the locked graph.
 func (s *Service) createDelegation(w http.ResponseWriter, r *http.Request) {
 	zoneID := r.PathValue("zone")
@@ -272,7 +272,7 @@ func sameEdge(a, b store.Edge) bool {
 		a.MaxHops == b.MaxHops && a.ParentEdgeID == b.ParentEdgeID
 }
 
-// checkEdge applies the creation rules of SPEC.md section 4 to e. path runs from the
+// checkEdge applies the creation rules of docs/protocol.md section 4 to e. path runs from the
 // root edge to e's parent (empty for a root edge). Every violation is a 400 naming the
 // rule, except a source session that stopped being valid, which invalidates the
 // caller's own mandate (401).

@@ -15,7 +15,7 @@ import (
 	"github.com/caracalgw/caracal/mandate"
 )
 
-// delegation is a delegation path validated at exchange time (SPEC.md section 4).
+// delegation is a delegation path validated at exchange time (docs/protocol.md section 4).
 type delegation struct {
 	path     []store.Edge // root first
 	sessions map[string]store.Session
@@ -66,7 +66,7 @@ func denyDelegation(description string) *oauthError {
 }
 
 // resolveDelegation re-validates, against the live graph, the whole path from the leaf
-// edge to the root: every rule of SPEC.md section 4 at exchange time. subject is the
+// edge to the root: every rule of docs/protocol.md section 4 at exchange time. subject is the
 // presenting session, which must be the leaf's target.
 func (s *Service) resolveDelegation(ctx context.Context, zoneID, edgeID string, subject store.Session, resource string, now time.Time) (*delegation, *oauthError) {
 	path, cached, err := s.edgePath(ctx, zoneID, edgeID)

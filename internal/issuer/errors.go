@@ -6,7 +6,7 @@ import (
 	"strconv"
 )
 
-// OAuth error codes of RFC 6749 section 5.2, RFC 8693 and RFC 8707 used by SPEC.md 2.3.
+// OAuth error codes of RFC 6749 section 5.2, RFC 8693 and RFC 8707 used by docs/protocol.md section 2.3.
 const (
 	codeInvalidRequest       = "invalid_request"
 	codeInvalidClient        = "invalid_client"

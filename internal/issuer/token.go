@@ -93,7 +93,7 @@ func readClientAuth(r *http.Request, f *form) (clientAuth, *oauthError) {
 	return clientAuth{present: true, id: f.get("client_id"), secret: f.get("client_secret")}, nil
 }
 
-// clientCredentials issues a session mandate (SPEC.md 2.1).
+// clientCredentials issues a session mandate (docs/protocol.md section 2.1).
 func (s *Service) clientCredentials(ctx context.Context, zoneID string, r *http.Request, f *form) (*tokenResponse, *oauthError) {
 	ca, oerr := readClientAuth(r, f)
 	if oerr != nil {
@@ -167,7 +167,7 @@ func (s *Service) zoneFailure(zoneID string, err error) *oauthError {
 	return unavailable("zone state could not be loaded")
 }
 
-// exchange implements SPEC.md 2.2 in its order: request shape, subject token, resource,
+// exchange implements docs/protocol.md section 2.2 in its order: request shape, subject token, resource,
 // scopes, delegation, then policy.
 func (s *Service) exchange(ctx context.Context, zoneID string, r *http.Request, f *form) (*tokenResponse, *oauthError) {
 	// Request shape.

@@ -6,7 +6,7 @@ import (
 )
 
 // The outbox rows written by the atomic methods carry exactly the stream fields of
-// SPEC.md section 6 (without `sig`, which the publisher adds), as strings, with times
+// docs/protocol.md section 6 (without `sig`, which the publisher adds), as strings, with times
 // in unix milliseconds.
 
 // SessionRevokeFields is a caracal.sessions.revoke entry for a session.
