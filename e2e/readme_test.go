@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -252,32 +253,49 @@ func TestREADMEWalkthroughOnPostgresAndRedis(t *testing.T) {
 	})
 
 	devDir := filepath.Join(t.TempDir(), "dev")
-	prepare := func() {
+	// prepare runs the script's first steps and returns the variables it would pass to
+	// caracal, exactly as it would pass them.
+	prepare := func() map[string]string {
 		t.Helper()
 		cmd := exec.Command("../scripts/run-postgres.sh", "--prepare")
 		cmd.Env = append(os.Environ(), "CARACAL_DATABASE_URL="+dsn, "CARACAL_REDIS_URL="+rs.URL(), "CARACAL_DEV_DIR="+devDir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("run-postgres.sh --prepare: %v\n%s", err, out)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("run-postgres.sh --prepare: %v\n%s", err, &errOut)
 		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || vars[k] != "" {
+				t.Fatalf("run-postgres.sh --prepare printed %q, want one NAME=value a line", out)
+			}
+			vars[k] = v
+		}
+		return vars
 	}
-	prepare()
-	secrets := map[string]string{}
-	for file, env := range map[string]string{"kek": "CARACAL_KEK", "stream_key": "CARACAL_STREAM_KEY", "admin_token": "CARACAL_ADMIN_TOKEN"} {
+	vars := prepare()
+	for file, name := range map[string]string{"kek": "CARACAL_KEK", "stream_key": "CARACAL_STREAM_KEY", "admin_token": "CARACAL_ADMIN_TOKEN"} {
 		raw, err := os.ReadFile(filepath.Join(devDir, file))
 		if err != nil {
 			t.Fatalf("the development secret %s: %v", file, err)
 		}
-		secrets[env] = strings.TrimSpace(string(raw))
+		if vars[name] == "" || vars[name] != strings.TrimSpace(string(raw)) {
+			t.Fatalf("run-postgres.sh passes %s=%q, want the content of %s", name, vars[name], file)
+		}
+	}
+	if vars["CARACAL_DATABASE_URL"] != dsn || vars["CARACAL_REDIS_URL"] != rs.URL() || len(vars) != 5 {
+		t.Fatalf("run-postgres.sh passes %v, want the test's database and Redis and three secrets", vars)
 	}
 	// A second run keeps the database and the secrets: the key-encryption key must not
 	// change under the zone keys it sealed.
-	prepare()
-	if raw, _ := os.ReadFile(filepath.Join(devDir, "kek")); strings.TrimSpace(string(raw)) != secrets["CARACAL_KEK"] {
-		t.Fatal("a second run-postgres.sh replaced the key-encryption key")
+	if again := prepare(); !maps.Equal(again, vars) {
+		t.Fatal("a second run-postgres.sh changed what it passes")
 	}
 
-	env := []string{"CARACAL_DATABASE_URL=" + dsn, "CARACAL_REDIS_URL=" + rs.URL()}
-	for k, v := range secrets {
+	var env []string
+	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
 	upstream := freePort(t)

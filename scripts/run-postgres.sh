@@ -3,7 +3,8 @@
 # PostgreSQL and Redis. It creates the database when it is missing, generates the
 # development secrets once into $CARACAL_DEV_DIR (gitignored) and refuses to start
 # when the demo's ports are taken. With --prepare it stops after the database and the
-# secrets. Settings (environment):
+# secrets, and prints the variables it would pass, one NAME=value a line. Settings
+# (environment):
 #
 #	CARACAL_DATABASE_URL  postgres://postgres@127.0.0.1:5432/caracal?sslmode=disable
 #	CARACAL_REDIS_URL     redis://127.0.0.1:6379/0
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 : "${CARACAL_BIN:=bin/caracal}"
 export CARACAL_DATABASE_URL CARACAL_REDIS_URL
 
-log() { printf 'run-postgres: %s\n' "$*"; }
+log() { printf 'run-postgres: %s\n' "$*" >&2; }
 die() { printf 'run-postgres: %s\n' "$*" >&2; exit 1; }
 
 # ensure_database creates the database CARACAL_DATABASE_URL names when it is missing,
@@ -79,6 +80,9 @@ warn_redis() {
 ensure_database
 ensure_secrets
 if [[ ${1:-} == --prepare ]]; then
+	for v in CARACAL_DATABASE_URL CARACAL_REDIS_URL CARACAL_KEK CARACAL_STREAM_KEY CARACAL_ADMIN_TOKEN; do
+		printf '%s=%s\n' "$v" "${!v}"
+	done
 	exit 0
 fi
 warn_redis
