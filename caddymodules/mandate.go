@@ -1,5 +1,5 @@
 // Package caddymodules is the Caddy glue of the Caracal gateway: the caracal_mandate HTTP
-// handler that verifies resource mandates in front of reverse_proxy (SPEC.md section 7),
+// handler that verifies resource mandates in front of reverse_proxy (docs/protocol.md section 7),
 // and its Caddyfile directive. Responses are guarded by verify.Guard, which re-checks
 // revocation while they stream.
 package caddymodules
@@ -74,7 +74,7 @@ type Handler struct {
 	// that is when it would no longer verify: exp plus the leeway (default true).
 	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
-	// mandate of this route's resource (see SPEC.md section 7).
+	// mandate of this route's resource (see docs/protocol.md section 7).
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
 
 	verifier  *verify.Verifier

@@ -1,7 +1,7 @@
 // Package coordinator is the Caddy glue of the Caracal Coordinator, the control plane that
 // owns zones, applications, resources, policies, sessions and the delegation graph: the
 // `caracal_coordinator` app (global option of the same name) and the
-// `caracal_coordinator` handler that serves the admin API (SPEC.md section 5) in a site.
+// `caracal_coordinator` handler that serves the admin API (docs/protocol.md section 5) in a site.
 package coordinator
 
 import (

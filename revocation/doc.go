@@ -1,4 +1,4 @@
-// Package revocation carries Caracal's revocation events (SPEC.md section 6) from the
+// Package revocation carries Caracal's revocation events (docs/protocol.md section 6) from the
 // process that revokes to every process that verifies mandates.
 //
 // The pieces:

@@ -12,7 +12,7 @@ import (
 	"github.com/caracalgw/caracal/mandate"
 )
 
-// Stream names of SPEC.md section 6. Signatures cover these logical names, never the
+// Stream names of docs/protocol.md section 6. Signatures cover these logical names, never the
 // Redis key (which may carry a deployment prefix).
 const (
 	StreamSessionsRevoke       = "caracal.sessions.revoke"
@@ -63,7 +63,7 @@ type Event struct {
 	ExpiresAt time.Time
 }
 
-// Fields returns the stream fields of SPEC.md section 6 (without sig), with times in
+// Fields returns the stream fields of docs/protocol.md section 6 (without sig), with times in
 // unix milliseconds.
 func (e Event) Fields() map[string]string {
 	f := map[string]string{

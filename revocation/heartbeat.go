@@ -97,7 +97,7 @@ func ParseHeartbeat(fields map[string]string) (Heartbeat, error) {
 	return h, nil
 }
 
-// SignedFields returns Fields with the sig of SPEC.md section 6 over
+// SignedFields returns Fields with the sig of docs/protocol.md section 6 over
 // caracal.sessions.revoke added when key is set.
 func (h Heartbeat) SignedFields(key []byte) map[string]string {
 	return PublishFields(key, StreamSessionsRevoke, h.Fields())

@@ -40,7 +40,7 @@ type RedisOptions struct {
 	// Block is the XREAD BLOCK duration (DefaultBlock when zero). Heartbeats end a
 	// blocking read as they arrive, so it does not bound freshness.
 	Block time.Duration
-	// Streams are the logical stream names to consume; both SPEC streams when empty.
+	// Streams are the logical stream names to consume; both streams of docs/protocol.md section 6 when empty.
 	Streams []string
 	// StreamPrefix is prepended to every stream name to form the Redis key, to
 	// separate deployments (or tests) sharing a server. Signatures cover the logical

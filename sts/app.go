@@ -1,6 +1,6 @@
 // Package sts is the Caddy glue of the Caracal STS: the `caracal_sts` app (configured by
 // the global option of the same name) and the `caracal_sts` HTTP handler that serves the
-// token, revocation, JWKS and metadata endpoints of SPEC.md section 2 inside a site.
+// token, revocation, JWKS and metadata endpoints of docs/protocol.md section 2 inside a site.
 package sts
 
 import (

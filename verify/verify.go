@@ -155,7 +155,7 @@ func (v *Verifier) ZoneID() string { return v.zoneID }
 // Realm is the RFC 6750 realm of the answers.
 func (v *Verifier) Realm() string { return v.opts.Realm }
 
-// Verify checks a resource mandate in the order of SPEC.md section 3 and returns its
+// Verify checks a resource mandate in the order of docs/protocol.md section 3 and returns its
 // claims (shared: do not modify them). Failures are *Error values carrying the RFC 6750
 // answer.
 func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, error) {

@@ -1,4 +1,4 @@
-// Package control is the Coordinator core (SPEC.md sections 4 and 5): the admin API for
+// Package control is the Coordinator core (docs/protocol.md sections 4 and 5): the admin API for
 // zones, admin tokens, applications, resources, policy bundles, signing keys and
 // sessions, and the delegation graph that sessions build with their own mandates. It
 // has no Caddy imports; the coordinator package wraps it as a Caddy app and handler.

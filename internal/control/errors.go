@@ -12,7 +12,7 @@ import (
 	"github.com/caracalgw/caracal/verify"
 )
 
-// Error codes of SPEC.md section 5.
+// Error codes of docs/protocol.md section 5.
 const (
 	codeInvalidRequest = "invalid_request"
 	codeInvalidToken   = "invalid_token"

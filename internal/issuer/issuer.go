@@ -1,5 +1,5 @@
 // Package issuer is the STS core: zone signing keys, JWKS and metadata, client-credentials
-// sessions and policy-gated RFC 8693 token exchange (SPEC.md sections 2, 3 and 8). It has
+// sessions and policy-gated RFC 8693 token exchange (docs/protocol.md sections 2, 3 and 8). It has
 // no Caddy imports; the sts package wraps it as a Caddy app and handler.
 package issuer
 
@@ -28,7 +28,7 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// Defaults of SPEC.md section 2 and 3.
+// Defaults of docs/protocol.md sections 2 and 3.
 const (
 	DefaultSessionLifetime    = time.Hour
 	DefaultMaxSessionLifetime = 24 * time.Hour
@@ -41,7 +41,7 @@ const (
 	jwksMaxAge                = 300
 )
 
-// ZoneIDPattern is the zone id syntax of SPEC.md section 1.
+// ZoneIDPattern is the zone id syntax of docs/protocol.md section 1.
 var ZoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Token type and grant URNs.

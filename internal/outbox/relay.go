@@ -3,7 +3,7 @@
 // A revoke is acknowledged only after the store wrote it together with its outbox rows
 // in one transaction; the Relay then publishes those rows, retrying until the publisher
 // accepts them, so a revocation reaches the streams even if Redis was down when it
-// happened (SPEC.md section 6).
+// happened (docs/protocol.md section 6).
 //
 // Relays sharing an outbox claim rows before publishing them (store.ClaimOutbox): one
 // relay at a time holds a lease on the oldest pending rows, so a row goes out once and
@@ -49,7 +49,7 @@ type Options struct {
 	Store store.Store
 	// Publisher sends entries (Redis, or the in-process Bus). Required.
 	Publisher revocation.Publisher
-	// Key, when set, signs every entry (the sig field of SPEC.md section 6).
+	// Key, when set, signs every entry (the sig field of docs/protocol.md section 6).
 	Key []byte
 	// Interval is how often pending rows are looked for without a Notify: the fallback
 	// for rows written by another process (DefaultInterval when zero).

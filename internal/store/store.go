@@ -112,7 +112,7 @@ type Session struct {
 	RevokeReason string
 }
 
-// Edge is a delegation edge (SPEC.md section 4).
+// Edge is a delegation edge (docs/protocol.md section 4).
 type Edge struct {
 	ZoneID          string
 	ID              string
@@ -142,7 +142,7 @@ type AdminToken struct {
 }
 
 // OutboxEvent is a stream entry waiting to be published. Fields are the unsigned
-// stream fields of SPEC.md section 6; the publisher adds `sig`.
+// stream fields of docs/protocol.md section 6; the publisher adds `sig`.
 type OutboxEvent struct {
 	ZoneID      string
 	ID          int64
