@@ -16,8 +16,9 @@ const DefaultCacheEntries = 100_000
 // verified under. Failures are never cached. Revocation is not the cache's business: callers
 // check it on every use.
 type CachedVerifier struct {
-	v   *Verifier
-	max int
+	v    *Verifier
+	max  int
+	gens KeyGenerations // the key source's, when it has them
 
 	mu      sync.RWMutex
 	entries map[[sha256.Size]byte]cached
@@ -26,6 +27,14 @@ type CachedVerifier struct {
 type cached struct {
 	claims *Claims
 	want   Expect
+	gen    uint64
+}
+
+// KeyGenerations is implemented by a KeySource that can withdraw a key (a revoked kid).
+// KeyGeneration changes whenever a key was withdrawn; a CachedVerifier then verifies
+// each cached token again before trusting it.
+type KeyGenerations interface {
+	KeyGeneration() uint64
 }
 
 // NewCachedVerifier wraps v with a cache of at most maxEntries tokens (DefaultCacheEntries
@@ -34,7 +43,9 @@ func NewCachedVerifier(v *Verifier, maxEntries int) *CachedVerifier {
 	if maxEntries <= 0 {
 		maxEntries = DefaultCacheEntries
 	}
-	return &CachedVerifier{v: v, max: maxEntries, entries: make(map[[sha256.Size]byte]cached)}
+	c := &CachedVerifier{v: v, max: maxEntries, entries: make(map[[sha256.Size]byte]cached)}
+	c.gens, _ = v.Keys.(KeyGenerations)
+	return c
 }
 
 // Verify is Verifier.Verify with the cache in front. The returned claims may be shared with
@@ -44,10 +55,14 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 		return nil, ErrTooLarge
 	}
 	key := tokenKey(token)
+	var gen uint64
+	if c.gens != nil {
+		gen = c.gens.KeyGeneration()
+	}
 	c.mu.RLock()
 	e, ok := c.entries[key]
 	c.mu.RUnlock()
-	if ok && e.want == want {
+	if ok && e.want == want && e.gen == gen {
 		if err := c.v.checkTimes(e.claims); err != nil {
 			c.mu.Lock()
 			delete(c.entries, key)
@@ -64,7 +79,7 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 	if len(c.entries) >= c.max {
 		c.evictLocked()
 	}
-	c.entries[key] = cached{claims: claims, want: want}
+	c.entries[key] = cached{claims: claims, want: want, gen: gen}
 	c.mu.Unlock()
 	return claims, nil
 }

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,6 +39,11 @@ const (
 	DefaultFailureLimit       = 5
 	DefaultFailureWindow      = time.Minute
 	jwksMaxAge                = 300
+	// DefaultKeyActivationDelay is how long a rotated-in key is published before it
+	// signs: the JWKS max-age (300 s), plus the 30 s a verifier waits before refetching
+	// for an unknown kid (mandate.DefaultRemoteMinRefresh), plus 30 s for clocks and
+	// fetches in flight.
+	DefaultKeyActivationDelay = jwksMaxAge*time.Second + mandate.DefaultRemoteMinRefresh + 30*time.Second
 )
 
 // ZoneIDPattern is the zone id syntax of SPEC.md section 1.
@@ -66,6 +72,10 @@ type Options struct {
 	MaxSessionLifetime time.Duration
 	MandateLifetime    time.Duration
 	Leeway             time.Duration
+	// KeyActivationDelay is how long a rotation publishes the next key before signing
+	// with it (default DefaultKeyActivationDelay). Shorter than the JWKS max-age plus
+	// the verifiers' refetch interval, verifiers may refuse the first mandates it signs.
+	KeyActivationDelay time.Duration
 	// RefreshInterval bounds how stale this process's view of a zone's keys, policy version
 	// and resources may be when another process changed them.
 	RefreshInterval time.Duration
@@ -128,14 +138,22 @@ type zoneState struct {
 	refreshing sync.Mutex // held by the goroutine refreshing this zone
 	mu         sync.RWMutex
 	loadedAt   time.Time
-	issuer     string
-	signer     *mandate.Signer
-	keys       mandate.KeySet
-	jwks       []byte
-	resources  map[string]resourceEntry
+	// switchAt is when a published next key starts signing (zero: none pending); the
+	// state is reloaded then, whatever its age.
+	switchAt  time.Time
+	issuer    string
+	signer    *mandate.Signer
+	keys      mandate.KeySet
+	jwks      []byte
+	resources map[string]resourceEntry
 	// subjects caches verified session mandates; its key source reads keys above.
 	subjects *mandate.CachedVerifier
+	// generation counts the loads that withdrew a key (mandate.KeyGenerations).
+	generation atomic.Uint64
 }
+
+// KeyGeneration implements mandate.KeyGenerations.
+func (z *zoneState) KeyGeneration() uint64 { return z.generation.Load() }
 
 // Key implements mandate.KeySource over the zone's current key set.
 func (z *zoneState) Key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
@@ -185,6 +203,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = DefaultRefreshInterval
+	}
+	if opts.KeyActivationDelay <= 0 {
+		opts.KeyActivationDelay = DefaultKeyActivationDelay
 	}
 	if opts.FailureLimit <= 0 {
 		opts.FailureLimit = DefaultFailureLimit
@@ -257,7 +278,7 @@ func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
 	now := s.now()
 	if z != nil {
 		z.mu.RLock()
-		fresh := now.Sub(z.loadedAt) < s.opts.RefreshInterval
+		fresh := now.Sub(z.loadedAt) < s.opts.RefreshInterval && (z.switchAt.IsZero() || now.Before(z.switchAt))
 		z.mu.RUnlock()
 		if fresh {
 			return z, nil
@@ -307,10 +328,15 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	set := make(mandate.KeySet, len(keys))
 	jwks := mandate.JWKS{Keys: make([]mandate.JWK, 0, len(keys))}
 	z.mu.RLock()
-	current := z.signer
+	current, previous := z.signer, z.keys
 	z.mu.RUnlock()
+	signing, _ := store.SigningKeyAt(keys, now)
+	var switchAt time.Time
 	for _, k := range keys {
-		if k.Status == store.StatusActive && signer == nil {
+		if k.Status == store.StatusActive && k.ActivatesAt.After(now) {
+			switchAt = k.ActivatesAt
+		}
+		if k.KID == signing.KID && signer == nil {
 			if current != nil && current.KID() == k.KID {
 				signer = current
 			} else {
@@ -344,7 +370,16 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
 	}
 	z.mu.Lock()
+	for kid := range previous {
+		if _, ok := set[kid]; !ok {
+			// A key left the set (revoked, or past its NotAfter): mandates it signed
+			// must not be served from the cache any more.
+			z.generation.Add(1)
+			break
+		}
+	}
 	z.loadedAt = now
+	z.switchAt = switchAt
 	z.signer = signer
 	z.keys = set
 	z.jwks = jwksBody
