@@ -41,6 +41,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		mandate_lifetime     <duration>
 //		leeway               <duration>
 //		refresh_interval     <duration>
+//		key_activation_delay <duration>
 //		policy_remote        <opa url>
 //		policy_timeout       <duration>
 //		policy_max_bundle_bytes <bytes>
@@ -101,6 +102,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
 		return durationArg(d, &app.Leeway)
 	case "refresh_interval":
 		return durationArg(d, &app.RefreshInterval)
+	case "key_activation_delay":
+		return durationArg(d, &app.KeyActivationDelay)
 	case "policy_remote":
 		return oneArg(d, &app.Policy.RemoteURL)
 	case "policy_timeout":
