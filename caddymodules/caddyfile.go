@@ -4,8 +4,11 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 )
 
 func init() {
@@ -32,6 +35,10 @@ func init() {
 //		forward_mandate  on | off
 //		end_on_expiry    on | off
 //		reject_stale_epoch
+//		tls_trust_pool   <module> {
+//			...
+//		}
+//		jwks_file        <path>
 //		exchange [<token endpoint>] {
 //			renew_before <duration>
 //		}
@@ -117,6 +124,27 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				return nil, h.ArgErr()
 			}
 			m.RejectStaleEpoch = true
+		case "tls_trust_pool":
+			if !h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			modStem := h.Val()
+			unm, err := caddyfile.UnmarshalModule(h.Dispenser, "tls.ca_pool.source."+modStem)
+			if err != nil {
+				return nil, err
+			}
+			ca, ok := unm.(caddytls.CA)
+			if !ok {
+				return nil, h.Errf("module tls.ca_pool.source.%s is not a certificate pool", modStem)
+			}
+			if m.TrustPoolRaw != nil {
+				return nil, h.Err("tls_trust_pool is given twice")
+			}
+			m.TrustPoolRaw = caddyconfig.JSONModuleObject(ca, "provider", modStem, nil)
+		case "jwks_file":
+			if !h.AllArgs(&m.JWKSFile) {
+				return nil, h.ArgErr()
+			}
 		case "exchange":
 			m.Exchange = new(ExchangeConfig)
 			if h.NextArg() {
