@@ -97,5 +97,9 @@ func (h *Handler) remoteKeys(ctx caddy.Context) (mandate.KeySource, error) {
 		})
 	}
 	h.remote = rk
+	// Fetch now rather than at the first request: a gateway started before its STS logs
+	// why it has no keys, and has them as soon as the STS answers. The context ends with
+	// this configuration.
+	go rk.Prefetch(ctx)
 	return rk, nil
 }

@@ -59,7 +59,8 @@ type RemoteOptions struct {
 	Retry time.Duration
 	// OnFetch, when set, is called after every fetch with its outcome (nil on success)
 	// and, after a failure, the delay before the next attempt may run. Use FetchCause to
-	// classify the error for logs and metrics.
+	// classify the error for logs and metrics. Calls never overlap; the callers waiting
+	// for the fetch resume once it returns, so it must not block.
 	OnFetch func(err error, retryIn time.Duration)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -307,6 +308,43 @@ func (r *RemoteKeys) Refetch() {
 // revoked or missing from a fresh fetch.
 func (r *RemoteKeys) KeyGeneration() uint64 { return r.generation.Load() }
 
+// Prefetch fetches the key set until a fetch succeeds or ctx ends, waiting the backoff
+// delay between attempts, so that a verifier started before its issuer is up reports
+// the failures and has keys as soon as the issuer answers. It returns at once when a
+// key set was fetched already.
+func (r *RemoteKeys) Prefetch(ctx context.Context) {
+	for {
+		r.mu.Lock()
+		done := r.keys != nil
+		f := r.startLocked(r.now(), false)
+		r.mu.Unlock()
+		if done {
+			return
+		}
+		if f != nil {
+			select {
+			case <-f.done:
+				if f.err == nil {
+					return
+				}
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		r.mu.Lock()
+		wait := max(r.retryAt.Sub(r.now()), 10*time.Millisecond)
+		r.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
 // missLocked is the answer for a kid that is not in the cache: unknown when we hold a key set,
 // unavailable when we never managed to fetch one.
 func (r *RemoteKeys) missLocked() error {
@@ -389,13 +427,16 @@ func (r *RemoteKeys) fetch(f *flight, jwksURI string) {
 	}
 	r.lastErr = err
 	f.err = err
+	r.mu.Unlock()
+	// While the flight is still in progress: the waiters wake after it, and no other
+	// fetch starts before it returned.
+	if r.onFetch != nil {
+		r.onFetch(err, retryIn)
+	}
+	r.mu.Lock()
 	r.flight = nil
-	onFetch := r.onFetch
 	r.mu.Unlock()
 	close(f.done)
-	if onFetch != nil {
-		onFetch(err, retryIn)
-	}
 }
 
 // discover reads the RFC 8414 metadata and returns the jwks_uri.

@@ -187,3 +187,35 @@ func TestCachedVerifierReverifiesAfterAKeyIsWithdrawn(t *testing.T) {
 		t.Fatalf("cached token of a revoked key: %v, want ErrUnknownKey", err)
 	}
 }
+
+func TestRemoteKeysPrefetchRetriesUntilTheIssuerAnswers(t *testing.T) {
+	k := mustKey(t)
+	ks := newKeyServer(t, &k.PublicKey)
+	ks.set(func(ks *keyServer) { ks.jwksStatus = http.StatusBadGateway })
+	var log fetchLog
+	r := newRemote(t, RemoteOptions{Issuer: ks.issuer, Retry: 5 * time.Millisecond, OnFetch: func(err error, retryIn time.Duration) {
+		log.observe(err, retryIn)
+		if causes, _ := log.snapshot(); len(causes) == 3 {
+			ks.set(func(ks *keyServer) { ks.jwksStatus = http.StatusOK })
+		}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r.Prefetch(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("Prefetch gave up before the issuer answered")
+	}
+	if _, err := r.Key(context.Background(), kidOf(t, k)); err != nil {
+		t.Fatalf("key after Prefetch: %v", err)
+	}
+	causes, _ := log.snapshot()
+	want := []string{"status", "status", "status", "ok"}
+	if len(causes) != len(want) {
+		t.Fatalf("fetch outcomes %v, want %v", causes, want)
+	}
+	for i := range want {
+		if causes[i] != want[i] {
+			t.Fatalf("fetch outcomes %v, want %v", causes, want)
+		}
+	}
+}

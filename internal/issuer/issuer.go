@@ -131,6 +131,9 @@ type Service struct {
 
 	mu    sync.RWMutex
 	zones map[string]*zoneState
+	// keyGen changes whenever a zone's key set lost a key or was loaded afresh, so that
+	// verification caches over the zones' keys check their tokens again.
+	keyGen atomic.Uint64
 }
 
 // zoneState is this process's cached view of one zone.
@@ -148,12 +151,12 @@ type zoneState struct {
 	resources map[string]resourceEntry
 	// subjects caches verified session mandates; its key source reads keys above.
 	subjects *mandate.CachedVerifier
-	// generation counts the loads that withdrew a key (mandate.KeyGenerations).
-	generation atomic.Uint64
+	// keyGen is the Service's count of key withdrawals (mandate.KeyGenerations).
+	keyGen *atomic.Uint64
 }
 
 // KeyGeneration implements mandate.KeyGenerations.
-func (z *zoneState) KeyGeneration() uint64 { return z.generation.Load() }
+func (z *zoneState) KeyGeneration() uint64 { return z.keyGen.Load() }
 
 // Key implements mandate.KeySource over the zone's current key set.
 func (z *zoneState) Key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
@@ -297,7 +300,7 @@ func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
 		}
 		return z, nil
 	}
-	z = &zoneState{issuer: s.Issuer(zoneID)}
+	z = &zoneState{issuer: s.Issuer(zoneID), keyGen: &s.keyGen}
 	z.subjects = mandate.NewCachedVerifier(&mandate.Verifier{Keys: z, Leeway: s.opts.Leeway, Now: s.now}, 0)
 	z.refreshing.Lock()
 	defer z.refreshing.Unlock()
@@ -370,13 +373,16 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
 	}
 	z.mu.Lock()
+	withdrawn := previous == nil // a fresh state: what an earlier one held is unknown
 	for kid := range previous {
 		if _, ok := set[kid]; !ok {
-			// A key left the set (revoked, or past its NotAfter): mandates it signed
-			// must not be served from the cache any more.
-			z.generation.Add(1)
-			break
+			withdrawn = true
 		}
+	}
+	if withdrawn {
+		// A key may have left the set (revoked, or past its NotAfter): mandates it
+		// signed must not be served from a cache any more.
+		z.keyGen.Add(1)
 	}
 	z.loadedAt = now
 	z.switchAt = switchAt

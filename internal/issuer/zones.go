@@ -94,6 +94,9 @@ func (s *Service) RotateKey(ctx context.Context, zoneID string, immediate bool) 
 	return rot, nil
 }
 
+// KeyGeneration implements mandate.KeyGenerations for the in-process key source.
+func (k zoneKeys) KeyGeneration() uint64 { return k.s.keyGen.Load() }
+
 // SigningKeyStatus describes one published key of a zone.
 type SigningKeyStatus struct {
 	KID string
