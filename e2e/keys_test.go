@@ -210,8 +210,10 @@ func TestGatewayStartedBeforeItsSTS(t *testing.T) {
 	})
 
 	sts.launch()
+	up := time.Now()
 	_, m := sts.agentMandate(t, base)
 	gw.awaitStatus(t, client, "/api/hello", m, http.StatusOK)
+	t.Logf("the gateway served %s after the STS answered TLS again", time.Since(up).Round(10*time.Millisecond))
 	if !strings.Contains(gw.logs.String(), "zone key set fetched again") {
 		t.Fatalf("the gateway did not log its recovery:\n%s", gw.logs)
 	}
