@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls" // the tls.ca_pool.source modules
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/caracalgw/caracal/internal/caddyrev"
 	"github.com/caracalgw/caracal/internal/testenv"
@@ -119,10 +120,18 @@ func TestTrustPoolLetsTheGatewayFetchKeysFromAPrivateCA(t *testing.T) {
 	}
 
 	// Without the pool the same server is refused, and the cause says why.
-	untrusted := provisionRemote(t, &Handler{Issuer: issuer})
+	plain := &Handler{Issuer: issuer}
+	untrusted := provisionRemote(t, plain)
 	err = untrusted.Refresh(context.Background())
 	if mandate.FetchCause(err) != "x509" {
 		t.Fatalf("fetch without the trust pool: %v (cause %q), want an x509 refusal", err, mandate.FetchCause(err))
+	}
+	var m dto.Metric
+	if err := plain.metrics.keyFetches.WithLabelValues("x509").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.GetCounter().GetValue() == 0 {
+		t.Fatal("the refused fetch was not counted under outcome x509")
 	}
 }
 
