@@ -72,11 +72,14 @@ type FetchError struct {
 	URL string
 	// Cause is one of: dns, refused, timeout, x509, tls, network, status, body, metadata.
 	Cause string
-	Err   error
+	// Err is what went wrong.
+	Err error
 }
 
+// Error names the document, the cause and the underlying error.
 func (e *FetchError) Error() string { return e.URL + ": " + e.Cause + ": " + e.Err.Error() }
 
+// Unwrap returns the underlying error.
 func (e *FetchError) Unwrap() error { return e.Err }
 
 // FetchCause returns the Cause of the FetchError in err's chain, "other" without one.
