@@ -212,6 +212,8 @@ func TestRotateKey(t *testing.T) {
 			t.Fatalf("delayed rotation answered %+v", rot)
 		}
 		var keys keysResponse
+		apiErr(t, e.do(http.MethodGet, "/v1/zones/a/keys", tok, ""), http.StatusUnauthorized, codeInvalidToken)
+		apiErr(t, e.do(http.MethodGet, "/v1/zones/nowhere/keys", bootstrapToken, ""), http.StatusNotFound, codeNotFound)
 		decodeOK(t, e.do(http.MethodGet, "/v1/zones/a/keys", bootstrapToken, ""), http.StatusOK, &keys)
 		if len(keys.Keys) != 2 || keys.Keys[0].KID != rot.KID || keys.Keys[0].State != "next" || keys.Keys[1].State != "signing" {
 			t.Fatalf("keys during the activation delay: %+v", keys)
