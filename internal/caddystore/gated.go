@@ -116,11 +116,11 @@ func (g *gated) SigningKeys(ctx context.Context, zoneID string, now time.Time) (
 	return g.inner.SigningKeys(ctx, zoneID, now)
 }
 
-func (g *gated) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, now, retireUntil time.Time) error {
+func (g *gated) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if err := g.wait(ctx); err != nil {
 		return err
 	}
-	return g.inner.RotateSigningKey(ctx, zoneID, next, now, retireUntil)
+	return g.inner.RotateSigningKey(ctx, zoneID, next, r)
 }
 
 func (g *gated) PutPolicyBundle(ctx context.Context, zoneID string, modules map[string]string, data json.RawMessage, now time.Time) (store.PolicyBundle, error) {
