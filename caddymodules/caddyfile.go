@@ -45,6 +45,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		exchange [<token endpoint>] {
 //			renew_before <duration>
 //		}
+//		resource_metadata <URL> | off
+//		mcp {
+//			tool    <name or glob>   <scope...> | allow | deny
+//			method  <method or glob> <scope...> | allow | deny
+//			default <scope...> | allow | deny
+//			max_body     <size>
+//			filter_tools on | off
+//		}
 //	}
 //
 // revocation also takes a block holding the same settings, one a line. scopes may be
@@ -98,6 +106,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "exchange":
 			h.Exchange = new(ExchangeConfig)
 			err = h.Exchange.unmarshalCaddyfile(d)
+		case "resource_metadata":
+			err = caddyfileopts.String(d, &h.ResourceMetadata)
+		case "mcp":
+			h.MCP = new(MCPConfig)
+			err = h.MCP.unmarshalCaddyfile(d)
 		default:
 			return seen.Unknown(d)
 		}

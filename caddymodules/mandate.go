@@ -86,11 +86,22 @@ type Handler struct {
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
 	// mandate of this route's resource (see docs/protocol.md section 7).
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
+	// ResourceMetadata is the URL of the route's RFC 9728 protected resource metadata,
+	// which the handler serves (GET) when a request for that URL's path reaches it and
+	// names in every Bearer challenge as resource_metadata. Empty derives it from the
+	// resource as RFC 9728 section 3.1 does (https://h/mcp gives
+	// https://h/.well-known/oauth-protected-resource/mcp); "off" serves and names none.
+	ResourceMetadata string `json:"resource_metadata,omitempty"`
+	// MCP makes the route MCP-aware: per-tool and per-method scope rules on every
+	// JSON-RPC POST, and optionally a filtered tools/list (docs/mcp.md).
+	MCP *MCPConfig `json:"mcp,omitempty"`
 
 	verifier  *verify.Verifier
 	guard     *verify.Guard
 	pipeline  *caddyrevocation.Handle
 	exchanger *exchanger
+	metadata  *resourceMetadata
+	mcp       *mcpRoute
 	forward   bool
 	endOnExp  bool
 	// clock is the guard's clock: verify.SystemClock when nil.
@@ -187,6 +198,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if h.MCP != nil {
+		if h.mcp, err = h.MCP.compile(); err != nil {
+			return err
+		}
+	}
+	if h.metadata, err = newResourceMetadata(h.ResourceMetadata, h.Issuer, h.Resource, h.Scopes, h.MCP); err != nil {
+		return err
+	}
 	if h.OnStale != "allow" {
 		h.stopWatch = watchFreshness(h.logger.With(zap.String("resource", h.Resource)), h.pipeline.Source, h.verifier.MaxStaleness())
 	}
@@ -253,6 +272,10 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.metadata != nil && r.URL.Path == h.metadata.path {
+		h.metadata.serve(w, r)
+		return nil
+	}
 	token, err := verify.BearerToken(r)
 	var claims *mandate.Claims
 	if err == nil {
@@ -291,6 +314,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.auth.user.jti", claims.ID)
 	}
 
+	var listing bool
+	if h.mcp != nil && r.Method == http.MethodPost {
+		m, ok := h.checkMCP(w, r, claims)
+		if !ok {
+			return nil
+		}
+		listing = h.mcp.filter && m.Method == "tools/list"
+	}
+
 	gw, gr := h.guard.Wrap(w, r, claims)
 	defer func() {
 		// Runs when reverse_proxy panics with http.ErrAbortHandler too.
@@ -300,7 +332,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			h.logger.Info("response aborted: mandate revoked or expired", zap.String("zone", claims.ZoneID), zap.String("sid", claims.SID), zap.String("jti", claims.ID))
 		}
 	}()
-	err = next.ServeHTTP(gw, gr)
+	if listing {
+		tf := h.newToolsFilter(gw, claims.Scope)
+		err = next.ServeHTTP(tf, gr)
+		if ferr := tf.close(); ferr != nil && !gw.Aborted() {
+			h.logger.Warn("tools/list response could not be filtered: response aborted", zap.Error(ferr), zap.String("zone", claims.ZoneID), zap.String("sid", claims.SID))
+			panic(http.ErrAbortHandler)
+		}
+	} else {
+		err = next.ServeHTTP(gw, gr)
+	}
 	if gw.Aborted() {
 		if gw.Started() {
 			// Headers are out: make sure the client cannot take the response as complete.
@@ -327,13 +368,18 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) erro
 		}
 	}
 	if !hasErrorRoutes(r) {
-		verify.WriteError(w, h.verifier.Realm(), err)
+		if !isRefusal {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return nil
+		}
+		h.metadata.setErrorHeaders(w.Header(), h.verifier.Realm(), ve)
+		http.Error(w, ve.Description, ve.Status)
 		return nil
 	}
 	if !isRefusal {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	verify.SetErrorHeaders(w.Header(), h.verifier.Realm(), ve)
+	h.metadata.setErrorHeaders(w.Header(), h.verifier.Realm(), ve)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.auth.caracal.error", ve.Code)
 		repl.Set("http.auth.caracal.error_description", ve.Description)

@@ -14,6 +14,10 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	streamsCut prometheus.Counter
 	keyFetches *prometheus.CounterVec
+	// mcpMessages counts the JSON-RPC messages of MCP routes by method, tool and outcome.
+	mcpMessages *prometheus.CounterVec
+	// mcpToolsHidden counts the tools removed from tools/list responses.
+	mcpToolsHidden prometheus.Counter
 }
 
 // registerMetrics registers the counters, or reuses the ones a previous config (or
@@ -36,6 +40,14 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 			Namespace: "caracal", Subsystem: "gateway", Name: "key_fetches_total",
 			Help: "Fetches of a zone's metadata and key set, by outcome (ok, dns, refused, timeout, x509, tls, network, status, body, metadata).",
 		}, []string{"outcome"}),
+		mcpMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caracal", Subsystem: "gateway", Name: "mcp_messages_total",
+			Help: "JSON-RPC messages on MCP routes, by method and tool (configured names, others as other) and outcome (allowed, insufficient_scope, denied, header_mismatch, invalid, too_large).",
+		}, []string{"method", "tool", "outcome"}),
+		mcpToolsHidden: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "caracal", Subsystem: "gateway", Name: "mcp_tools_hidden_total",
+			Help: "Tools removed from tools/list responses because the mandate may not call them.",
+		}),
 	}
 	if reg == nil {
 		return m
@@ -44,6 +56,8 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 	m.refused = register(reg, m.refused).(*prometheus.CounterVec)
 	m.streamsCut = register(reg, m.streamsCut).(prometheus.Counter)
 	m.keyFetches = register(reg, m.keyFetches).(*prometheus.CounterVec)
+	m.mcpMessages = register(reg, m.mcpMessages).(*prometheus.CounterVec)
+	m.mcpToolsHidden = register(reg, m.mcpToolsHidden).(prometheus.Counter)
 	register(reg, caddyrevocation.Collector{})
 	return m
 }
