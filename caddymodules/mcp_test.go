@@ -78,7 +78,7 @@ func proxyTo(t *testing.T, upstream string) func(http.ResponseWriter, *http.Requ
 	}
 }
 
-// mcpRoute builds a handler with the demo's rules in front of a stub upstream, a
+// mcpSetup builds a handler with the demo's rules in front of a stub upstream, a
 // mandate carrying tool:search only, and an observed log.
 func mcpSetup(t *testing.T, filter bool, maxBody int64) (h *Handler, up *mcpUpstream, srv *httptest.Server, client *http.Client, token string, claims *mandate.Claims, logs *observer.ObservedLogs) {
 	f := newFixture(t)
@@ -355,7 +355,7 @@ func TestCaddyfileReadsTheMCPBlock(t *testing.T) {
 		t.Fatalf("JSON form %s", got)
 	}
 	for src, msg := range map[string]string{
-		"mcp {\n max_body 1KiB\n max_body 2KiB\n }":      "given twice",
+		"mcp {\n max_body 1KiB\n max_body 2KiB\n }":       "given twice",
 		"mcp {\n filter_tools maybe\n }":                  "on or off",
 		"mcp {\n frobnicate\n }":                          "unknown subdirective",
 		"mcp {\n tool search\n }":                         "needs a pattern and scopes",
