@@ -35,6 +35,8 @@ func init() {
 //	                     &delay_ms=D between chunks (default 0, at most 1000)
 //	.../events           server-sent events: one every interval_ms (default 1000;
 //	                     0 sends the headers and then nothing, an idle stream)
+//	.../mcp              a minimal MCP server (Streamable HTTP, JSON responses) with the
+//	                     tools search, fetch and delete
 type DemoUpstream struct{}
 
 // UnmarshalCaddyfile reads the directive, which takes no arguments:
@@ -56,6 +58,8 @@ func (*DemoUpstream) CaddyModule() caddy.ModuleInfo {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (*DemoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch p := r.URL.Path; {
+	case strings.HasSuffix(p, "/mcp"):
+		return serveDemoMCP(w, r)
 	case strings.HasSuffix(p, "/hello"):
 		who := map[string]string{}
 		for name, v := range r.Header {
