@@ -64,8 +64,8 @@ func TestGatewayOnTheLocalBus(t *testing.T) {
 		t.Run("a missing token is 401 without an error code", func(t *testing.T) {
 			resp, body := in.call(t, h2, "/api/hello", "")
 			refused(t, resp, body, http.StatusUnauthorized, realm)
-			if ch := resp.Header.Get("WWW-Authenticate"); ch != realm {
-				t.Fatalf("WWW-Authenticate %q carries more than the realm", ch)
+			if ch, want := resp.Header.Get("WWW-Authenticate"), realm+`, resource_metadata="`+base+`/.well-known/oauth-protected-resource/api"`; ch != want {
+				t.Fatalf("WWW-Authenticate %q, want the realm and the resource metadata only: %q", ch, want)
 			}
 		})
 		t.Run("a token that is no mandate is invalid_token", func(t *testing.T) {
