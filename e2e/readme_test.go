@@ -349,7 +349,12 @@ type demoHello struct {
 // challenge. Step 5's revocation answers 200 with an empty body.
 func checkQuickstart(t *testing.T, stdout, resource string) {
 	t.Helper()
-	wantChallenge := `Bearer realm="` + resource + `", error="invalid_token", error_description="the mandate has been revoked"`
+	u, err := url.Parse(resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metadata := u.Scheme + "://" + u.Host + "/.well-known/oauth-protected-resource" + u.Path
+	wantChallenge := `Bearer realm="` + resource + `", error="invalid_token", error_description="the mandate has been revoked", resource_metadata="` + metadata + `"`
 	streamEnd := regexp.MustCompile(`^stream ended: curl exit (\d+)$`)
 	var sawHello, sawChallenge, sawStream bool
 	sc := bufio.NewScanner(strings.NewReader(stdout))
