@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDemoMCPThroughTheGateway drives Caddyfile.example's MCP route as an MCP client
+// does: a 401 pointing at the RFC 9728 metadata, the metadata naming the zone, then
+// with demo-agent's mandate (granted tool:search only) a listing showing search alone,
+// search answered, and fetch and delete refused with the step-up challenge.
+func TestDemoMCPThroughTheGateway(t *testing.T) {
+	upstream := freePort(t)
+	in := start(t, demoCaddyfile(t, upstream))
+	resource := in.url("/mcp")
+	metadataURL := in.url("/.well-known/oauth-protected-resource/mcp")
+
+	get, _ := http.NewRequest(http.MethodGet, metadataURL, nil)
+	resp, body := in.do(t, get)
+	var md struct {
+		Resource             string   `json:"resource"`
+		AuthorizationServers []string `json:"authorization_servers"`
+		ScopesSupported      []string `json:"scopes_supported"`
+		BearerMethods        []string `json:"bearer_methods_supported"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &md) != nil || md.Resource != resource ||
+		!slices.Equal(md.AuthorizationServers, []string{in.url("/zones/demo")}) ||
+		!slices.Equal(md.ScopesSupported, []string{"tool:search", "tool:fetch", "tool:delete"}) ||
+		!slices.Equal(md.BearerMethods, []string{"header"}) {
+		t.Fatalf("metadata: %d %s", resp.StatusCode, body)
+	}
+
+	post := func(token, msg string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, resource, strings.NewReader(msg))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return in.do(t, req)
+	}
+	resp, body = post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`)
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.HasSuffix(ch, `, resource_metadata="`+metadataURL+`"`) {
+		t.Fatalf("without a mandate: %d, challenge %q, %s", resp.StatusCode, ch, body)
+	}
+
+	session := in.session(t, "demo", "demo-agent", "demo-secret-change-me")
+	mandate := in.mandate(t, "demo", session, resource, "")
+	if got := claimsOf(t, mandate).Scope; got != "tool:search" {
+		t.Fatalf("demo-agent's mandate carries %q, want tool:search", got)
+	}
+	resp, body = post(mandate, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"protocolVersion":"2025-06-18"`) {
+		t.Fatalf("initialize: %d %s", resp.StatusCode, body)
+	}
+	if resp, body = post(mandate, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("notifications/initialized: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post(mandate, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	var list struct {
+		Result struct {
+			Tools []struct{ Name string } `json:"tools"`
+		} `json:"result"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &list) != nil || len(list.Result.Tools) != 1 || list.Result.Tools[0].Name != "search" {
+		t.Fatalf("tools/list: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post(mandate, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search","arguments":{"query":"caracal"}}}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `match \"caracal\"`) {
+		t.Fatalf("tools/call search: %d %s", resp.StatusCode, body)
+	}
+	for _, tool := range []string{"fetch", "delete"} {
+		resp, body = post(mandate, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"`+tool+`","arguments":{"id":"doc-1"}}}`)
+		ch := resp.Header.Get("WWW-Authenticate")
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(ch, `error="insufficient_scope"`) ||
+			!strings.Contains(ch, `scope="tool:`+tool+`"`) || !strings.HasSuffix(ch, `, resource_metadata="`+metadataURL+`"`) ||
+			!strings.Contains(string(body), `"code":-31403`) {
+			t.Fatalf("tools/call %s: %d, challenge %q, %s", tool, resp.StatusCode, ch, body)
+		}
+	}
+}
