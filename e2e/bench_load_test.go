@@ -25,18 +25,18 @@ import (
 // The load report's sizes. One run of BenchmarkLoadReport takes a few minutes on two
 // cores; every loop below is bounded by these counts.
 const (
-	loadRounds      = 5    // rounds of each side, alternating, per row
-	loadWarmC32     = 2000 // requests per round at c=32, warm rows
-	loadWarmC1      = 400  // requests per round at c=1, warm rows
-	loadColdC32     = 800  // requests per round at c=32, cold row (one new mandate each)
-	loadColdC1      = 200  // requests per round at c=1, cold row
+	loadRounds      = 7    // rounds of each side, alternating, per row
+	loadWarmC32     = 3000 // requests per round at c=32, warm rows
+	loadWarmC1      = 1000 // requests per round at c=1, warm rows
+	loadColdC32     = 1500 // requests per round at c=32, cold row (one new mandate each)
+	loadColdC1      = 500  // requests per round at c=1, cold row
 	loadDistinct    = 1000 // mandates of the "1,000 mandates" row
 	loadSessions    = 2000 // sessions of the exchange rows
-	loadExchanges   = 1000 // exchanges per round
+	loadExchanges   = 2000 // exchanges per round
 	loadExchangeC   = 16   // concurrent exchange clients
 	loadSigns       = 4000 // raw ES256 signatures per round
 	loadStreamBytes = 1 << 30
-	loadStreamRound = 2 // rounds of each side of the stream row
+	loadStreamRound = 3 // rounds of each side of the stream row
 	loadBodyBytes   = 4 << 10
 )
 
@@ -114,23 +114,29 @@ func (li *loadInstance) url(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", li.http, path)
 }
 
-// cpu is the process's user plus system CPU time so far, from /proc/<pid>/stat.
+// cpu is the CPU time the process's threads have run so far: the sum of the first field
+// of /proc/<pid>/task/*/schedstat, in nanoseconds (Go keeps its threads, so none of the
+// process's time leaves with an exited thread during a run).
 func (li *loadInstance) cpu(b *testing.B) time.Duration {
 	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", li.cmd.Process.Pid))
+	dir := fmt.Sprintf("/proc/%d/task", li.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-	// utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("reading %s: %v %v", raw, err1, err2)
+	var total time.Duration
+	for _, t := range tasks {
+		raw, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread ended between the listing and the read
+		}
+		ns, err := strconv.ParseInt(strings.Fields(string(raw))[0], 10, 64)
+		if err != nil {
+			b.Fatalf("reading %s: %v", raw, err)
+		}
+		total += time.Duration(ns)
 	}
-	// The kernel reports clock ticks of USER_HZ, 100 per second on Linux.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return total
 }
 
 // mint exchanges session mandates of n fresh sessions (reused round-robin over sessions)
