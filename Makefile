@@ -8,7 +8,7 @@ OUTPUT = $(shell $(MANIFEST) output)
 BUILD_FLAGS = $(shell $(MANIFEST) build-flags)
 XCADDY_VERSION = v0.4.5
 
-.PHONY: build xcaddy run test bench fuzz services check-modules fmt-check
+.PHONY: build xcaddy run test bench loadtest fuzz services check-modules fmt-check
 
 ## build: go build of cmd/caracal with the manifest's flags (works offline from a warm module cache)
 build:
@@ -39,9 +39,16 @@ test: services fmt-check check-modules
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 45m ./...
 
-## bench: the benchmark suite (figures in the README come from here)
-bench: services
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+## bench: the load report, then the benchmark suite (figures in the README come from here)
+bench: loadtest
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkLoadReport$$' -benchmem -count 1 -timeout 30m ./...
+
+## loadtest: the real binary under load in one interleaved run (plain reverse_proxy vs
+## caracal_mandate, token exchanges on memory and PostgreSQL, a 1 GiB stream); prints
+## markdown tables and writes them to $(LOADTEST_REPORT)
+LOADTEST_REPORT ?= loadtest-report.md
+loadtest: services
+	LOADTEST_REPORT=$(abspath $(LOADTEST_REPORT)) $(GO) test ./e2e -run '^$$' -bench '^BenchmarkLoadReport$$' -benchtime 1x -count 1 -timeout 30m
 
 ## fuzz: a short smoke run of every fuzz target
 fuzz:
