@@ -76,7 +76,7 @@ func BenchmarkHandler(b *testing.B) {
 			_, err := w.Write(body)
 			return err
 		})
-		direct := next
+		direct, guarded := next, next
 		if row.wait {
 			// The direct row pays the same handoff: a goroutine that signals fired.
 			direct = func(w http.ResponseWriter, r *http.Request) error {
@@ -85,9 +85,8 @@ func BenchmarkHandler(b *testing.B) {
 				<-fired
 				return err
 			}
-			guarded := next
-			next = func(w http.ResponseWriter, r *http.Request) error {
-				err := guarded(w, r)
+			guarded = func(w http.ResponseWriter, r *http.Request) error {
+				err := next(w, r)
 				<-fired
 				return err
 			}
@@ -108,7 +107,7 @@ func BenchmarkHandler(b *testing.B) {
 		b.Run("direct/"+row.name, func(b *testing.B) { run(b, direct.ServeHTTP) })
 		b.Run("caracal_mandate/"+row.name, func(b *testing.B) {
 			h.guard = guard
-			run(b, func(w http.ResponseWriter, r *http.Request) error { return h.ServeHTTP(w, r, next) })
+			run(b, func(w http.ResponseWriter, r *http.Request) error { return h.ServeHTTP(w, r, guarded) })
 		})
 	}
 }
