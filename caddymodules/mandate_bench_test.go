@@ -111,3 +111,42 @@ func BenchmarkHandler(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHandlerCold is a first-seen mandate through ServeHTTP with a sized response:
+// every request carries a token the verifier has not seen (signed beforehand, off the
+// clock, in batches), so each pays the whole verification: parsing, the ES256 signature
+// check, the claims and the verified-token cache's insertion. Compare with mandate's
+// BenchmarkRawES256Verify, the floor.
+func BenchmarkHandlerCold(b *testing.B) {
+	f := newFixture(b)
+	h := f.newHandler(b, &Handler{Scopes: []string{"read"}})
+	h.logger = caddy.Log()
+	body := []byte("hello")
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, err := w.Write(body)
+		return err
+	})
+	repl := caddy.NewReplacer()
+	req := httptest.NewRequest(http.MethodGet, "https://api.test/x", nil)
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	const batch = 1024
+	var tokens []string
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(tokens) == 0 {
+			b.StopTimer()
+			for range batch {
+				tok, _ := f.token(b, nil)
+				tokens = append(tokens, "Bearer "+tok)
+			}
+			b.StartTimer()
+		}
+		req.Header.Set("Authorization", tokens[len(tokens)-1])
+		tokens = tokens[:len(tokens)-1]
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, req, next); err != nil || rec.Code != http.StatusOK {
+			b.Fatal(rec.Code, err)
+		}
+	}
+}
