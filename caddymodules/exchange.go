@@ -32,9 +32,17 @@ type ExchangeConfig struct {
 	RenewBefore caddy.Duration `json:"renew_before,omitempty"`
 }
 
+// localSTS is what the gateway uses of an STS running in the same process: the zone of
+// an issuer, the zone's keys, and the token exchange itself.
+type localSTS interface {
+	ZoneOf(issuer string) (zoneID string, ok bool)
+	Keys(zoneID string) mandate.KeySource
+	Exchange(ctx context.Context, req issuer.ExchangeRequest) (*issuer.Issued, error)
+}
+
 // exchanger obtains and caches resource mandates for session mandates.
 type exchanger struct {
-	local    *issuer.Service
+	local    localSTS
 	zoneID   string
 	endpoint string
 	resource string
@@ -53,7 +61,7 @@ type exchanged struct {
 
 const maxExchangeCache = 10_000
 
-func newExchanger(cfg *ExchangeConfig, iss, resource string, scopes []string, local *issuer.Service, zoneID string) (*exchanger, error) {
+func newExchanger(cfg *ExchangeConfig, iss, resource string, scopes []string, local localSTS, zoneID string) (*exchanger, error) {
 	x := &exchanger{
 		zoneID:   zoneID,
 		endpoint: cfg.TokenEndpoint,
@@ -129,15 +137,24 @@ const exchangeTimeout = 5 * time.Second
 // gateway's RFC 6750 answer.
 func (x *exchanger) exchange(ctx context.Context, session string) (string, time.Time, error) {
 	if x.local != nil {
-		tok, exp, err := x.local.Exchange(ctx, x.zoneID, session, x.resource, x.scopes)
+		req := issuer.ExchangeRequest{
+			ZoneID:           x.zoneID,
+			SubjectToken:     session,
+			SubjectTokenType: issuer.TokenTypeAccessToken,
+			Resources:        []string{x.resource},
+		}
+		if len(x.scopes) > 0 {
+			req.Scopes = x.scopes
+		}
+		issued, err := x.local.Exchange(ctx, req)
 		if err != nil {
-			status, code, desc, ok := issuer.OAuthError(err)
-			if !ok {
+			var e *issuer.Error
+			if !errors.As(err, &e) {
 				return "", time.Time{}, &verify.Error{Status: http.StatusServiceUnavailable, Description: "token exchange failed"}
 			}
-			return "", time.Time{}, exchangeRefusal(status, code, desc)
+			return "", time.Time{}, exchangeRefusal(e.Status, e.Code, e.Description)
 		}
-		return tok, exp, nil
+		return issued.Token, issued.Expires, nil
 	}
 	form := url.Values{
 		"grant_type":         {issuer.GrantTokenExchange},
@@ -178,15 +195,16 @@ func (x *exchanger) exchange(ctx context.Context, session string) (string, time.
 
 // exchangeRefusal maps an STS error to the gateway's answer: a refused subject token is
 // an invalid token, a policy or scope refusal is insufficient_scope, an unavailable STS
-// is 503.
+// is 503, and so is a refusal without an error code, which says nothing about the
+// token (like any other malformed STS answer).
 func exchangeRefusal(status int, code, desc string) error {
 	switch {
 	case status >= 500 || status == http.StatusTooManyRequests:
 		return &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS is unavailable"}
-	case code == "access_denied" || code == "invalid_scope":
+	case code == issuer.CodeAccessDenied || code == issuer.CodeInvalidScope:
 		return &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "exchange refused: " + desc}
 	case code == "":
-		return errors.New("exchange failed")
+		return &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS refused without an error code"}
 	default:
 		return &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "exchange refused: " + desc}
 	}

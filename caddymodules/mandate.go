@@ -1,5 +1,5 @@
 // Package caddymodules is the Caddy glue of the Caracal gateway: the caracal_mandate HTTP
-// handler that verifies resource mandates in front of reverse_proxy (SPEC.md section 7),
+// handler that verifies resource mandates in front of reverse_proxy (docs/protocol.md section 7),
 // and its Caddyfile directive. Responses are guarded by verify.Guard, which re-checks
 // revocation while they stream.
 package caddymodules
@@ -13,8 +13,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddydefaults"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
@@ -25,6 +27,24 @@ func init() {
 }
 
 // Handler verifies the request's resource mandate and guards the response.
+//
+// On an admitted request it replaces every client-sent X-Caracal-* header with
+// X-Caracal-Sub, -Client-Id, -Zone, -Scope and -Sid, and sets these placeholders:
+//
+//	{http.auth.user.id}         the mandate's sub
+//	{http.auth.user.client_id}  its client_id
+//	{http.auth.user.zone_id}    its zone
+//	{http.auth.user.scope}      its scopes, space-separated
+//	{http.auth.user.sid}        its session id
+//	{http.auth.user.root_sid}   the session id at the root of its delegation chain
+//	{http.auth.user.jti}        its jti
+//
+// A refused request, when the server has error routes (handle_errors), reaches them
+// with the WWW-Authenticate (or, for 503, Retry-After) header already set, the usual
+// {http.error.status_code} and {http.error.message}, and:
+//
+//	{http.auth.caracal.error}              the RFC 6750 error code (empty for a missing token or a 503)
+//	{http.auth.caracal.error_description}  the reason, safe to send
 type Handler struct {
 	// Issuer is the zone issuer URL ({base}/zones/{zone}) whose mandates are accepted.
 	Issuer string `json:"issuer"`
@@ -34,7 +54,7 @@ type Handler struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Revocation selects the revocation transport: local (the in-process bus, the
 	// default) or a Redis URL, with an optional stream key.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 	// MaxStaleness is how old the revocation state may be (default 15s) before OnStale
 	// applies.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
@@ -54,12 +74,12 @@ type Handler struct {
 	// that is when it would no longer verify: exp plus the leeway (default true).
 	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
-	// mandate of this route's resource (see SPEC.md section 7).
+	// mandate of this route's resource (see docs/protocol.md section 7).
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
 
 	verifier  *verify.Verifier
 	guard     *verify.Guard
-	pipeline  *caddyrev.Handle
+	pipeline  *caddyrevocation.Handle
 	exchanger *exchanger
 	forward   bool
 	endOnExp  bool
@@ -76,20 +96,25 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.caracal_mandate", New: func() caddy.Module { return new(Handler) }}
 }
 
-// Provision builds the verifier: keys in process when the caracal_sts app of this
-// configuration issues for the zone, else from the issuer's metadata.
+// Provision takes the settings left out from the caracal global option and builds the
+// verifier: keys in process when the caracal_sts app of this configuration issues for
+// the zone, else from the issuer's metadata.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.Issuer == "" || h.Resource == "" {
-		return errors.New("caracal_mandate: issuer and resource are required")
+	defaults, err := caddydefaults.Of(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Issuer == "" {
+		h.Issuer = defaults.Issuer
 	}
 	if h.CheckBytes == 0 {
 		h.CheckBytes = verify.DefaultCheckBytes
 	}
-	switch h.OnStale {
-	case "", "deny", "allow":
-	default:
-		return fmt.Errorf("caracal_mandate: on_stale must be deny or allow, not %q", h.OnStale)
+	// Caddy validates after provisioning; nothing below is opened for a configuration
+	// that Validate refuses.
+	if err := h.Validate(); err != nil {
+		return err
 	}
 	h.forward = h.ForwardMandate == nil || *h.ForwardMandate
 	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
@@ -97,14 +122,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	app := stsApp(ctx)
 	sts := stsService(app)
 	rev := h.Revocation
-	if rc, ok := app.(interface{ RevocationConfig() caddyrev.Config }); ok && rev == (caddyrev.Config{}) {
+	if rc, ok := app.(interface{ RevocationConfig() caddyrevocation.Config }); ok && rev == (caddyrevocation.Config{}) {
 		// No revocation line: hear what the STS of this process publishes, over the
 		// same transport and with the same key.
 		rev = rc.RevocationConfig()
 	}
-	var err error
-	if h.pipeline, err = caddyrev.Open(ctx, rev, h.logger); err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+	rev = rev.WithDefaults(defaults.Revocation)
+	if h.pipeline, err = caddyrevocation.Open(ctx, rev, h.logger); err != nil {
+		return err
 	}
 	if h.pipeline.Transport == "local" && sts == nil {
 		h.logger.Warn("revocation transport is local and this process runs no caracal_sts app: no publisher can ever send heartbeats, so every request is refused with 503; configure the STS's revocation transport (e.g. a redis:// URL and its stream_key)",
@@ -122,7 +147,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Resource:         h.Resource,
 		Scopes:           h.Scopes,
 		Keys:             keys,
-		Revocations:      h.pipeline.Store,
+		Revocations:      h.pipeline.Revocations,
 		Source:           source,
 		MaxStaleness:     time.Duration(h.MaxStaleness),
 		FailOpen:         h.OnStale == "allow",
@@ -131,14 +156,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Leeway:           time.Duration(h.Leeway),
 	})
 	if err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+		return err
 	}
 	if err := h.newGuard(); err != nil {
 		return err
 	}
 	if h.Exchange != nil {
 		if h.exchanger, err = newExchanger(h.Exchange, h.Issuer, h.Resource, h.Scopes, sts, h.verifier.ZoneID()); err != nil {
-			return fmt.Errorf("caracal_mandate: %w", err)
+			return err
 		}
 	}
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
@@ -148,11 +173,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// Validate checks the configuration (after Provision filled in the defaults). The
+// verifier, the response guard and the exchanger check the values they own (the
+// issuer's form, the leeway, check_bytes, the token endpoint) when Provision builds them.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return errors.New("issuer is required (here or in the caracal global option)")
+	}
+	if h.Resource == "" {
+		return errors.New("resource is required")
+	}
+	switch h.OnStale {
+	case "", "deny", "allow":
+	default:
+		return fmt.Errorf("on_stale must be deny or allow, not %q", h.OnStale)
+	}
+	return nil
+}
+
 // newGuard builds the response guard of h's verifier.
 func (h *Handler) newGuard() error {
 	g, err := verify.NewGuard(h.verifier, verify.GuardOptions{CheckBytes: h.CheckBytes, KeepOnExpiry: !h.endOnExp, Clock: h.clock})
 	if err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+		return err
 	}
 	h.guard = g
 	return nil
@@ -167,10 +210,11 @@ func stsApp(ctx caddy.Context) any {
 	return v
 }
 
-// stsService returns the STS of the caracal_sts app, nil without one.
-func stsService(app any) *issuer.Service {
+// stsService returns the STS of the caracal_sts app as the gateway uses it, nil without
+// one.
+func stsService(app any) localSTS {
 	s, ok := app.(interface{ Service() *issuer.Service })
-	if !ok {
+	if !ok || s.Service() == nil {
 		return nil
 	}
 	return s.Service()
@@ -196,8 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if err != nil {
-		h.refuse(w, r, err)
-		return nil
+		return h.refuse(w, r, err)
 	}
 	h.metrics.allowed.Inc()
 
@@ -243,20 +286,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// Headers are out: make sure the client cannot take the response as complete.
 			panic(http.ErrAbortHandler)
 		}
-		h.refuse(w, r, &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "the mandate has been revoked"})
-		return nil
+		return h.refuse(w, r, &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "the mandate has been revoked"})
 	}
 	return err
 }
 
-// refuse answers per RFC 6750 and counts the refusal.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+// refuse answers a refusal per RFC 6750 and counts it. When the server has error
+// routes (handle_errors), the refusal's header fields (WWW-Authenticate, or Retry-After
+// for a 503) are set and the refusal is returned as a caddyhttp.HandlerError, so that
+// the routes write the body; the placeholders http.auth.caracal.error and
+// http.auth.caracal.error_description hold its RFC 6750 code and description. Without
+// error routes the handler writes the description as the body itself.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	var ve *verify.Error
-	if errors.As(err, &ve) {
+	isRefusal := errors.As(err, &ve)
+	if isRefusal {
 		h.metrics.refused.WithLabelValues(refusalLabel(ve)).Inc()
-		h.logger.Debug("mandate refused", zap.Int("status", ve.Status), zap.String("error", ve.Code), zap.String("reason", ve.Description), zap.String("path", r.URL.Path))
+		if c := h.logger.Check(zapcore.DebugLevel, "mandate refused"); c != nil {
+			c.Write(zap.Int("status", ve.Status), zap.String("error", ve.Code), zap.String("reason", ve.Description), zap.String("path", r.URL.Path))
+		}
 	}
-	verify.WriteError(w, h.verifier.Realm(), err)
+	if !hasErrorRoutes(r) {
+		verify.WriteError(w, h.verifier.Realm(), err)
+		return nil
+	}
+	if !isRefusal {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	verify.SetErrorHeaders(w.Header(), h.verifier.Realm(), ve)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.caracal.error", ve.Code)
+		repl.Set("http.auth.caracal.error_description", ve.Description)
+	}
+	return caddyhttp.Error(ve.Status, ve)
+}
+
+// hasErrorRoutes reports whether the server serving r has error routes (handle_errors).
+func hasErrorRoutes(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.Errors != nil && len(srv.Errors.Routes) > 0
 }
 
 func refusalLabel(e *verify.Error) string {
@@ -273,6 +341,7 @@ func refusalLabel(e *verify.Error) string {
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

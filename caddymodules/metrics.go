@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 )
 
 // metrics are the gateway's counters in Caddy's registry.
@@ -38,7 +38,7 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 	m.allowed = register(reg, m.allowed).(prometheus.Counter)
 	m.refused = register(reg, m.refused).(*prometheus.CounterVec)
 	m.streamsCut = register(reg, m.streamsCut).(prometheus.Counter)
-	register(reg, caddyrev.Collector{})
+	register(reg, caddyrevocation.Collector{})
 	return m
 }
 

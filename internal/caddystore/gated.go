@@ -102,6 +102,13 @@ func (g *gated) GetResource(ctx context.Context, zoneID, identifier string) (sto
 	return g.inner.GetResource(ctx, zoneID, identifier)
 }
 
+func (g *gated) ZoneScopes(ctx context.Context, zoneID string) ([]string, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, err
+	}
+	return g.inner.ZoneScopes(ctx, zoneID)
+}
+
 func (g *gated) SigningKeys(ctx context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {
 	if err := g.wait(ctx); err != nil {
 		return nil, err
@@ -303,11 +310,4 @@ func (g *gated) ListAudit(ctx context.Context, zoneID string, limit int) ([]stor
 		return nil, err
 	}
 	return g.inner.ListAudit(ctx, zoneID, limit)
-}
-
-func (g *gated) Ping(ctx context.Context) error {
-	if err := g.wait(ctx); err != nil {
-		return err
-	}
-	return g.inner.Ping(ctx)
 }

@@ -8,18 +8,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/delegation"
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// Delegation limits of SPEC.md section 4.
-const (
-	defaultMaxHops = 1
-	maxMaxHops     = 10
-	// maxEdgeTTL caps ttl_seconds before the clamps to the sessions' and parent's
-	// expiry, so that now+ttl cannot overflow.
-	maxEdgeTTL   = 366 * 24 * time.Hour
-	edgeIDPrefix = "edg_"
-)
+const edgeIDPrefix = "edg_"
 
 type delegationRequest struct {
 	TargetSessionID string   `json:"target_session_id"`
@@ -88,8 +81,9 @@ func viewEdge(e store.Edge, now time.Time) edgeView {
 }
 
 // createDelegation: POST /v1/zones/{zone}/delegations, by the source session with its
-// session mandate. The rules of SPEC.md section 4 are checked first against what was
-// read, then again inside the creating transaction against the locked graph.
+// session mandate. The rules of docs/protocol.md section 4 (package delegation) are
+// checked first against what was read, then again inside the creating transaction
+// against the locked graph.
 func (s *Service) createDelegation(w http.ResponseWriter, r *http.Request) {
 	zoneID := r.PathValue("zone")
 	c, aerr := s.requireSource(r, zoneID)
@@ -159,8 +153,8 @@ func (req *delegationRequest) check() *apiError {
 	if req.TTLSeconds <= 0 {
 		return badRequest("ttl_seconds must be a positive number of seconds")
 	}
-	if req.MaxHops != nil && (*req.MaxHops < 1 || *req.MaxHops > maxMaxHops) {
-		return badRequest(fmt.Sprintf("max_hops must be between 1 and %d", maxMaxHops))
+	if req.MaxHops != nil && (*req.MaxHops < 1 || *req.MaxHops > delegation.MaxMaxHops) {
+		return badRequest(fmt.Sprintf("max_hops must be between 1 and %d", delegation.MaxMaxHops))
 	}
 	if req.ParentEdgeID != "" {
 		return checkID("parent_edge_id", req.ParentEdgeID)
@@ -188,7 +182,7 @@ func (s *Service) planEdge(ctx context.Context, zoneID string, source store.Sess
 	if err != nil {
 		return nil, s.storeError(err, "target session")
 	}
-	if why := deadSession(target, now); why != "" {
+	if why := delegation.SessionProblem(target, now); why != "" {
 		return nil, badRequest("target " + why)
 	}
 	res, err := s.store.GetResource(ctx, zoneID, req.Resource)
@@ -205,35 +199,30 @@ func (s *Service) planEdge(ctx context.Context, zoneID string, source store.Sess
 			return nil, badRequest(fmt.Sprintf("scope %q is not declared by the resource", sc))
 		}
 	}
-	limit := earliest(source.ExpiresAt, target.ExpiresAt)
+	limits := []time.Time{source.ExpiresAt, target.ExpiresAt}
 	var path []store.Edge
 	if req.ParentEdgeID != "" {
 		if path, err = s.store.EdgePath(ctx, zoneID, req.ParentEdgeID); err != nil {
 			return nil, s.storeError(err, "parent edge")
 		}
-		limit = earliest(limit, path[len(path)-1].ExpiresAt)
+		limits = append(limits, path[len(path)-1].ExpiresAt)
 	}
-	ttl := maxEdgeTTL
-	if req.TTLSeconds < int64(maxEdgeTTL/time.Second) {
-		ttl = time.Duration(req.TTLSeconds) * time.Second
-	}
-	hops := defaultMaxHops
+	hops := delegation.DefaultMaxHops
 	if req.MaxHops != nil {
 		hops = *req.MaxHops
 	}
 	p := &edgePlan{
 		edge: store.Edge{
 			ZoneID:          zoneID,
-			ID:              randomID(edgeIDPrefix),
+			ID:              store.NewID(edgeIDPrefix),
 			SourceSessionID: source.ID,
 			TargetSessionID: target.ID,
 			Resource:        res.Identifier,
 			Scopes:          slices.Clone(req.Scopes),
-			// Whole seconds, like the sessions and mandates it is compared with.
-			ExpiresAt:    earliest(now.Truncate(time.Second).Add(ttl), limit),
-			MaxHops:      hops,
-			ParentEdgeID: req.ParentEdgeID,
-			CreatedAt:    now,
+			ExpiresAt:       delegation.Expiry(now, req.TTLSeconds, limits...),
+			MaxHops:         hops,
+			ParentEdgeID:    req.ParentEdgeID,
+			CreatedAt:       now,
 		},
 		path:     path,
 		clientID: source.ClientID,
@@ -272,71 +261,19 @@ func sameEdge(a, b store.Edge) bool {
 		a.MaxHops == b.MaxHops && a.ParentEdgeID == b.ParentEdgeID
 }
 
-// checkEdge applies the creation rules of SPEC.md section 4 to e. path runs from the
-// root edge to e's parent (empty for a root edge). Every violation is a 400 naming the
-// rule, except a source session that stopped being valid, which invalidates the
+// checkEdge applies the creation rules (delegation.CheckCreation) to e. path runs from
+// the root edge to e's parent (empty for a root edge). Every violation is a 400 naming
+// the rule, except a source session that stopped being valid, which invalidates the
 // caller's own mandate (401).
 func checkEdge(e store.Edge, path []store.Edge, source, target store.Session, clientID string, now time.Time) *apiError {
-	if why := deadSession(source, now); why != "" {
-		return invalidToken("the mandate's " + why)
-	}
-	if source.ClientID != clientID {
-		return invalidToken("the mandate's session belongs to another client")
-	}
-	if e.TargetSessionID == e.SourceSessionID {
-		return badRequest("target_session_id must differ from the source session")
-	}
-	if why := deadSession(target, now); why != "" {
-		return badRequest("target " + why)
-	}
-	if e.ExpiresAt.After(source.ExpiresAt) || e.ExpiresAt.After(target.ExpiresAt) {
-		return badRequest("the edge must not outlive the source or target session")
-	}
-	if len(path) == 0 {
-		return nil
-	}
-	parent := path[len(path)-1]
+	v := delegation.CheckCreation(e, path, source, target, clientID, now)
 	switch {
-	case parent.Status != store.StatusActive:
-		return badRequest("parent edge is " + parent.Status)
-	case !now.Before(parent.ExpiresAt):
-		return badRequest("parent edge has expired")
-	case parent.TargetSessionID != e.SourceSessionID:
-		return badRequest("the parent edge's target must be this edge's source session")
-	case parent.Resource != e.Resource:
-		return badRequest("resource must be the parent edge's resource")
-	case e.ExpiresAt.After(parent.ExpiresAt):
-		return badRequest("the edge must not outlive its parent edge")
-	case parent.MaxHops <= 1:
-		return badRequest("the parent edge's hop budget is exhausted (its max_hops is 1)")
-	case e.MaxHops >= parent.MaxHops:
-		return badRequest(fmt.Sprintf("max_hops must be less than the parent edge's (%d)", parent.MaxHops))
+	case v == nil:
+		return nil
+	case v.Caller:
+		return invalidToken(v.Message)
 	}
-	for _, sc := range e.Scopes {
-		if !slices.Contains(parent.Scopes, sc) {
-			return badRequest(fmt.Sprintf("scope %q is not granted by the parent edge", sc))
-		}
-	}
-	for i, p := range path {
-		if (i == 0 && p.ParentEdgeID != "") ||
-			(i > 0 && (p.ParentEdgeID != path[i-1].ID || p.SourceSessionID != path[i-1].TargetSessionID)) {
-			return badRequest("the parent edge's delegation path is broken")
-		}
-		if p.Status != store.StatusActive || !now.Before(p.ExpiresAt) {
-			return badRequest("an edge on the parent's delegation path is no longer active")
-		}
-		if p.SourceSessionID == e.TargetSessionID || p.TargetSessionID == e.TargetSessionID {
-			return badRequest("the delegation would form a cycle: the target session is already on the parent's delegation path")
-		}
-	}
-	return nil
-}
-
-func earliest(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
+	return badRequest(v.Message)
 }
 
 // revokeDelegation: POST /v1/zones/{zone}/delegations/{id}/revoke, by the edge's source

@@ -1,18 +1,18 @@
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caracalgw/caracal/internal/httpjson"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/verify"
 )
 
-// Error codes of SPEC.md section 5.
+// Error codes of docs/protocol.md section 5.
 const (
 	codeInvalidRequest = "invalid_request"
 	codeInvalidToken   = "invalid_token"
@@ -83,28 +83,13 @@ func (s *Service) storeError(err error, what string) *apiError {
 	return unavailable("storage is unavailable; retry later")
 }
 
-// noStore marks a response as never cacheable: every Coordinator answer either carries
-// a secret or describes state that changes.
-func noStore(h http.Header) {
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	h.Set("X-Content-Type-Options", "nosniff")
-}
-
+// writeJSON answers with v. Every Coordinator answer either carries a secret or
+// describes state that changes, so none is cached or content-sniffed.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":"server_error","error_description":"response could not be encoded"}`)
-	}
-	// A trailing newline, as json.Encoder writes: answers printed by curl end their line.
-	body = append(body, '\n')
 	h := w.Header()
-	noStore(h)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	httpjson.NoStore(h)
+	h.Set("X-Content-Type-Options", "nosniff")
+	httpjson.Write(w, status, v)
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
@@ -125,7 +110,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 // fail answers a refused request. Refusals are routine (a wrong token, a rule of the
 // graph), so they log at debug level; storage failures were logged where they happened.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, e *apiError) {
-	s.log.Debug("coordinator request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path),
-		zap.Int("status", e.Status), zap.String("error", e.Code), zap.String("reason", e.Description))
+	if c := s.log.Check(zapcore.DebugLevel, "coordinator request refused"); c != nil {
+		c.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Int("status", e.Status), zap.String("error", e.Code), zap.String("reason", e.Description))
+	}
 	writeError(w, e)
 }

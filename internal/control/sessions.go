@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/delegation"
 	"github.com/caracalgw/caracal/internal/store"
 )
 
@@ -43,13 +44,7 @@ type sessionRevocation struct {
 // deadSession says why a session cannot act, or returns "" when it is active and
 // unexpired.
 func deadSession(sess store.Session, now time.Time) string {
-	switch {
-	case sess.Status != store.StatusActive:
-		return "session is " + sess.Status
-	case !now.Before(sess.ExpiresAt):
-		return "session has expired"
-	}
-	return ""
+	return delegation.SessionProblem(sess, now)
 }
 
 // viewSession reports the effective status: an active session past its expiry is

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
 )
 
 type zoneRequest struct {
@@ -35,8 +35,8 @@ func (s *Service) createZone(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, aerr)
 		return
 	}
-	if !issuer.ZoneIDPattern.MatchString(req.ID) {
-		s.fail(w, r, badRequest("id must match "+issuer.ZoneIDPattern.String()))
+	if !mandate.ValidZoneID(req.ID) {
+		s.fail(w, r, badRequest("id must match "+mandate.ZoneIDSyntax))
 		return
 	}
 	if aerr := checkName("name", req.Name); aerr != nil {

@@ -39,26 +39,26 @@ func (e *throttledError) Error() string { return "too many failed authentication
 // the verifier's fair queue under the client id (all unknown ids of a zone share one turn), so a
 // flood aimed at one client, or of unknown ids, from any number of addresses delays another client
 // of the zone by about one Argon2 run.
-func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Request, ca clientAuth) *oauthError {
-	fail := func() *oauthError {
-		e := newError(http.StatusUnauthorized, codeInvalidClient, "client authentication failed")
-		e.basic = ca.basic
+func (s *Service) authenticate(ctx context.Context, zoneID string, ca ClientAuth) *Error {
+	fail := func() *Error {
+		e := newError(http.StatusUnauthorized, CodeInvalidClient, "client authentication failed")
+		e.basic = ca.Basic
 		return e
 	}
-	source := s.opts.ClientIP(r)
-	app, err := s.store.GetApplication(ctx, zoneID, ca.id)
+	source := ca.Source
+	app, err := s.store.GetApplication(ctx, zoneID, ca.ID)
 	found := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("client lookup failed", zap.String("zone", zoneID), zap.Error(err))
 		return unavailable("client could not be verified")
 	}
-	if found && !app.Disabled && s.secrets.Cached(zoneID, ca.id, app.SecretHash, ca.secret) {
+	if found && !app.Disabled && s.secrets.Cached(zoneID, ca.ID, app.SecretHash, ca.Secret) {
 		return nil
 	}
 	counters := []counter{
-		{scope: scopeClientSource, key: "c\x00" + zoneID + "\x00" + ca.id + "\x00" + source, limit: s.opts.FailureLimit},
+		{scope: scopeClientSource, key: "c\x00" + zoneID + "\x00" + ca.ID + "\x00" + source, limit: s.opts.FailureLimit},
 		{scope: scopeSource, key: "s\x00" + zoneID + "\x00" + source, limit: s.opts.SourceFailureLimit},
-		{scope: scopeClient, key: "g\x00" + zoneID + "\x00" + ca.id, limit: s.opts.ClientFailureLimit},
+		{scope: scopeClient, key: "g\x00" + zoneID + "\x00" + ca.ID, limit: s.opts.ClientFailureLimit},
 	}
 	var res *reservation
 	admit := func() error {
@@ -75,27 +75,27 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 		}
 		for _, c := range s.throttle.settle(res, o) {
 			s.log.Info("client authentication locked out",
-				zap.String("zone", zoneID), zap.String("client_id", ca.id), zap.String("source", source),
+				zap.String("zone", zoneID), zap.String("client_id", ca.ID), zap.String("source", source),
 				zap.String("scope", c.scope), zap.Int("failures", c.limit), zap.Duration("window", s.opts.FailureWindow))
 		}
 	}
 	var ok bool
 	if found {
-		ok, err = s.secrets.Verify(ctx, secret.Request{ZoneID: zoneID, ClientID: ca.id, PHC: app.SecretHash, Secret: ca.secret, QueueKey: "id:" + ca.id, Admit: admit})
+		ok, err = s.secrets.Verify(ctx, secret.Request{ZoneID: zoneID, ClientID: ca.ID, PHC: app.SecretHash, Secret: ca.Secret, QueueKey: "id:" + ca.ID, Admit: admit})
 	} else if err = admit(); err == nil {
 		// Spend the same Argon2 cost so that timing does not reveal which ids exist.
-		err = s.secrets.DummyCheck(ctx, zoneID, unknownClientsKey, ca.secret)
+		err = s.secrets.DummyCheck(ctx, zoneID, unknownClientsKey, ca.Secret)
 	}
 	if err != nil {
 		var th *throttledError
 		switch {
 		case errors.As(err, &th):
-			e := newError(http.StatusTooManyRequests, codeSlowDown, lockoutReasons[th.scope])
+			e := newError(http.StatusTooManyRequests, CodeSlowDown, lockoutReasons[th.scope])
 			e.retryAfter = int((th.wait + time.Second - 1) / time.Second)
 			return e
 		case errors.Is(err, secret.ErrKeyBusy):
 			settle(attemptAborted)
-			e := newError(http.StatusTooManyRequests, codeSlowDown, "too many authentications of this client in progress; retry later")
+			e := newError(http.StatusTooManyRequests, CodeSlowDown, "too many authentications of this client in progress; retry later")
 			e.retryAfter = 1
 			return e
 		case errors.Is(err, secret.ErrBusy):
@@ -108,7 +108,7 @@ func (s *Service) authenticate(ctx context.Context, zoneID string, r *http.Reque
 			return unavailable("client verification was cancelled")
 		}
 		settle(attemptAborted) // a stored hash that does not parse runs nothing
-		s.log.Warn("client secret verification failed", zap.String("zone", zoneID), zap.String("client_id", ca.id), zap.Error(err))
+		s.log.Warn("client secret verification failed", zap.String("zone", zoneID), zap.String("client_id", ca.ID), zap.Error(err))
 		return fail()
 	}
 	if !found || !ok || app.Disabled {

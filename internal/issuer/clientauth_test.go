@@ -83,7 +83,7 @@ func TestConcurrentWrongSecretsRunArgon2AtMostTheLimit(t *testing.T) {
 	}
 	// Sent again one by one, they still run nothing.
 	for i := range 5 {
-		oauthErr(t, e.auth("demo", "agent", "again-"+strconv.Itoa(i), "203.0.113.9"), http.StatusTooManyRequests, codeSlowDown)
+		oauthErr(t, e.auth("demo", "agent", "again-"+strconv.Itoa(i), "203.0.113.9"), http.StatusTooManyRequests, CodeSlowDown)
 	}
 	if v.Runs() != runs {
 		t.Fatalf("a locked-out pair ran Argon2 again (%d -> %d)", runs, v.Runs())
@@ -106,10 +106,10 @@ func TestUnknownClientFloodIsThrottledPerSource(t *testing.T) {
 	}
 	// The source is locked out in this zone, for every id, so the answer tells nothing about which
 	// ids exist; it costs no Argon2.
-	if body := oauthErr(t, e.auth("demo", "ghost-x", "guess", attacker), http.StatusTooManyRequests, codeSlowDown); body["error_description"] != lockoutReasons[scopeSource] {
+	if body := oauthErr(t, e.auth("demo", "ghost-x", "guess", attacker), http.StatusTooManyRequests, CodeSlowDown); body["error_description"] != lockoutReasons[scopeSource] {
 		t.Fatalf("refusal of a locked-out source says %q", body["error_description"])
 	}
-	oauthErr(t, e.auth("demo", "agent", "wrong", attacker), http.StatusTooManyRequests, codeSlowDown)
+	oauthErr(t, e.auth("demo", "agent", "wrong", attacker), http.StatusTooManyRequests, CodeSlowDown)
 	if v.Runs() != runs {
 		t.Fatalf("a locked-out source ran Argon2 (%d -> %d)", runs, v.Runs())
 	}
@@ -117,7 +117,7 @@ func TestUnknownClientFloodIsThrottledPerSource(t *testing.T) {
 	if rec := e.auth("demo", "agent", "demo-agent-secret", "192.0.2.50"); rec.Code != http.StatusOK {
 		t.Fatalf("legitimate client from another source: %d %s", rec.Code, rec.Body)
 	}
-	oauthErr(t, e.auth("demo", "ghost-1", "guess", "192.0.2.50"), http.StatusUnauthorized, codeInvalidClient)
+	oauthErr(t, e.auth("demo", "ghost-1", "guess", "192.0.2.50"), http.StatusUnauthorized, CodeInvalidClient)
 	if rec := e.auth("other", "agent", "other-agent-secret", attacker); rec.Code != http.StatusOK {
 		t.Fatalf("same source in another zone: %d %s", rec.Code, rec.Body)
 	}
@@ -137,12 +137,12 @@ func TestAttackerCannotLockOutTheRealClient(t *testing.T) {
 	t.Run("per source", func(t *testing.T) {
 		e, v, logs := authEnv(t)
 		for i := range DefaultFailureLimit {
-			oauthErr(t, e.auth("demo", "agent", "wrong-"+strconv.Itoa(i), attacker), http.StatusUnauthorized, codeInvalidClient)
+			oauthErr(t, e.auth("demo", "agent", "wrong-"+strconv.Itoa(i), attacker), http.StatusUnauthorized, CodeInvalidClient)
 		}
 		// The attacker is locked out, even with the right secret, without any Argon2 work.
 		runs := v.Runs()
 		rec := e.auth("demo", "agent", "demo-agent-secret", attacker)
-		oauthErr(t, rec, http.StatusTooManyRequests, codeSlowDown)
+		oauthErr(t, rec, http.StatusTooManyRequests, CodeSlowDown)
 		if rec.Header().Get("Retry-After") == "" || v.Runs() != runs {
 			t.Fatalf("lockout: Retry-After %q, runs %d -> %d", rec.Header().Get("Retry-After"), runs, v.Runs())
 		}
@@ -181,13 +181,13 @@ func TestAttackerCannotLockOutTheRealClient(t *testing.T) {
 		for client, sources := range map[string][]string{"agent": {"198.51.100.1", "198.51.100.2"}, "reader": {"198.51.100.4", "198.51.100.5"}} {
 			for _, src := range sources {
 				for i := range 2 {
-					oauthErr(t, e.auth("demo", client, "wrong-"+strconv.Itoa(i), src), http.StatusUnauthorized, codeInvalidClient)
+					oauthErr(t, e.auth("demo", client, "wrong-"+strconv.Itoa(i), src), http.StatusUnauthorized, CodeInvalidClient)
 				}
 			}
 		}
 		// Four failures from two sources reach the client-wide limit: a first verification from a
 		// new source is refused...
-		if body := oauthErr(t, e.auth("demo", "agent", "demo-agent-secret", "198.51.100.3"), http.StatusTooManyRequests, codeSlowDown); body["error_description"] != lockoutReasons[scopeClient] {
+		if body := oauthErr(t, e.auth("demo", "agent", "demo-agent-secret", "198.51.100.3"), http.StatusTooManyRequests, CodeSlowDown); body["error_description"] != lockoutReasons[scopeClient] {
 			t.Fatalf("refusal of a locked-out client says %q", body["error_description"])
 		}
 		// ...but a secret verified before is still accepted, and other zones are unaffected.

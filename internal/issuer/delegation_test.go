@@ -99,7 +99,7 @@ func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	return g
 }
 
-// expectedPath is the test's own reading of SPEC.md section 4 at exchange time, written
+// expectedPath is the test's own reading of docs/protocol.md section 4 at exchange time, written
 // independently of resolveDelegation: walk parents with GetEdge, then apply every rule.
 func (g *graphEnv) expectedPath(t *testing.T, edgeID, presenter, resource string) ([]store.Edge, bool) {
 	t.Helper()

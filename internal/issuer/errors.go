@@ -6,25 +6,31 @@ import (
 	"strconv"
 )
 
-// OAuth error codes of RFC 6749 section 5.2, RFC 8693 and RFC 8707 used by SPEC.md 2.3.
+// OAuth error codes of RFC 6749 section 5.2, RFC 6749 section 4.1.2.1, RFC 7009,
+// RFC 8693 and RFC 8707 used by docs/protocol.md section 2.3.
 const (
-	codeInvalidRequest       = "invalid_request"
-	codeInvalidClient        = "invalid_client"
-	codeInvalidGrant         = "invalid_grant"
-	codeUnsupportedGrantType = "unsupported_grant_type"
-	codeInvalidScope         = "invalid_scope"
-	codeInvalidTarget        = "invalid_target"
-	codeAccessDenied         = "access_denied"
-	codeSlowDown             = "slow_down"
-	codeUnavailable          = "temporarily_unavailable"
-	codeUnsupportedTokenType = "unsupported_token_type"
-	codeNotFound             = "not_found"
+	CodeInvalidRequest          = "invalid_request"
+	CodeInvalidClient           = "invalid_client"
+	CodeInvalidGrant            = "invalid_grant"
+	CodeUnsupportedGrantType    = "unsupported_grant_type"
+	CodeUnsupportedResponseType = "unsupported_response_type"
+	CodeInvalidScope            = "invalid_scope"
+	CodeInvalidTarget           = "invalid_target"
+	CodeAccessDenied            = "access_denied"
+	CodeSlowDown                = "slow_down"
+	CodeUnavailable             = "temporarily_unavailable"
+	CodeUnsupportedTokenType    = "unsupported_token_type"
+	CodeNotFound                = "not_found"
 )
 
-// oauthError is a protocol error answered as RFC 6749 section 5.2 JSON.
-type oauthError struct {
-	Status      int    `json:"-"`
-	Code        string `json:"error"`
+// Error is a refusal of the STS, answered over HTTP as RFC 6749 section 5.2 JSON. Every
+// error Exchange returns is an *Error; use errors.As to read it.
+type Error struct {
+	// Status is the HTTP status of the answer.
+	Status int `json:"-"`
+	// Code is the OAuth error code, one of the Code constants.
+	Code string `json:"error"`
+	// Description says which check refused the request.
 	Description string `json:"error_description,omitempty"`
 	// basic asks for a WWW-Authenticate: Basic challenge (invalid_client after Basic auth).
 	basic bool
@@ -32,22 +38,33 @@ type oauthError struct {
 	retryAfter int
 }
 
-func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
 
-func newError(status int, code, description string) *oauthError {
-	return &oauthError{Status: status, Code: code, Description: description}
+// RetryAfter is how many seconds the caller should wait before retrying (0: no advice).
+func (e *Error) RetryAfter() int { return e.retryAfter }
+
+func newError(status int, code, description string) *Error {
+	return &Error{Status: status, Code: code, Description: description}
 }
 
-func badRequest(description string) *oauthError {
-	return newError(http.StatusBadRequest, codeInvalidRequest, description)
+func badRequest(description string) *Error {
+	return newError(http.StatusBadRequest, CodeInvalidRequest, description)
 }
 
-func invalidGrant(description string) *oauthError {
-	return newError(http.StatusBadRequest, codeInvalidGrant, description)
+func invalidGrant(description string) *Error {
+	return newError(http.StatusBadRequest, CodeInvalidGrant, description)
 }
 
-func unavailable(description string) *oauthError {
-	return newError(http.StatusServiceUnavailable, codeUnavailable, description)
+func invalidTarget(description string) *Error {
+	return newError(http.StatusBadRequest, CodeInvalidTarget, description)
+}
+
+func invalidScope(description string) *Error {
+	return newError(http.StatusBadRequest, CodeInvalidScope, description)
+}
+
+func unavailable(description string) *Error {
+	return newError(http.StatusServiceUnavailable, CodeUnavailable, description)
 }
 
 func noStore(w http.ResponseWriter) {
@@ -70,7 +87,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-func writeError(w http.ResponseWriter, realm string, e *oauthError) {
+func writeError(w http.ResponseWriter, realm string, e *Error) {
 	noStore(w)
 	if e.basic {
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)

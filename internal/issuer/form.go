@@ -7,16 +7,17 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
-// maxFormBytes is SPEC.md section 2's body limit.
+// maxFormBytes is docs/protocol.md section 2's body limit.
 const maxFormBytes = 64 << 10
 
 // form is a parsed token or revocation request: each parameter at most once, except that
-// repeats of `resource` are remembered so they can be answered with invalid_target.
+// every `resource` is kept, so that repeats can be answered with invalid_target.
 type form struct {
 	values    map[string]string
-	resources int
+	resources []string
 }
 
 func (f *form) get(name string) string { return f.values[name] }
@@ -26,9 +27,9 @@ func (f *form) has(name string) bool {
 	return ok
 }
 
-// readForm enforces the request shape of SPEC.md section 2: POST without a query string,
+// readForm enforces the request shape of docs/protocol.md section 2: POST without a query string,
 // application/x-www-form-urlencoded, at most 64 KiB, no repeated parameter.
-func readForm(r *http.Request) (*form, *oauthError) {
+func readForm(r *http.Request) (*form, *Error) {
 	if r.URL.RawQuery != "" || r.URL.ForceQuery {
 		return nil, badRequest("query string parameters are not accepted; send them in the body")
 	}
@@ -40,7 +41,8 @@ func readForm(r *http.Request) (*form, *oauthError) {
 	if err != nil || mediaType != "application/x-www-form-urlencoded" {
 		return nil, badRequest("content type must be application/x-www-form-urlencoded")
 	}
-	if cs, ok := params["charset"]; ok && cs != "utf-8" && cs != "UTF-8" {
+	// Parameter values such as the charset are case-insensitive (RFC 2045 section 5.1).
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		return nil, badRequest("charset must be utf-8")
 	}
 	if r.ContentLength > maxFormBytes {
@@ -72,7 +74,7 @@ func parseForm(body []byte) (*form, error) {
 	f := &form{values: make(map[string]string, len(vals))}
 	for k, v := range vals {
 		if k == "resource" {
-			f.resources = len(v)
+			f.resources = v
 		} else if len(v) > 1 {
 			return nil, fmt.Errorf("%w %q", errRepeated, k)
 		}

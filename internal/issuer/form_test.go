@@ -12,7 +12,7 @@ func TestParseForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.get("grant_type") != "client_credentials" || !f.has("scope") || f.get("scope") != "" || f.resources != 1 || f.get("resource") != "https://a.test" {
+		if f.get("grant_type") != "client_credentials" || !f.has("scope") || f.get("scope") != "" || len(f.resources) != 1 || f.get("resource") != "https://a.test" {
 			t.Fatalf("%+v", f)
 		}
 	})
@@ -23,7 +23,7 @@ func TestParseForm(t *testing.T) {
 	})
 	t.Run("repeated resources are counted, not refused", func(t *testing.T) {
 		f, err := parseForm([]byte("resource=a&resource=b"))
-		if err != nil || f.resources != 2 {
+		if err != nil || len(f.resources) != 2 {
 			t.Fatalf("%+v %v", f, err)
 		}
 	})
@@ -68,7 +68,7 @@ func FuzzParseForm(f *testing.F) {
 				t.Fatalf("%q = %q, want %q", k, form.get(k), v[0])
 			}
 		}
-		if len(form.values) != len(vals) || form.resources != len(vals["resource"]) {
+		if len(form.values) != len(vals) || len(form.resources) != len(vals["resource"]) {
 			t.Fatalf("form %+v does not match %v", form, vals)
 		}
 	})

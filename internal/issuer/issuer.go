@@ -1,5 +1,5 @@
 // Package issuer is the STS core: zone signing keys, JWKS and metadata, client-credentials
-// sessions and policy-gated RFC 8693 token exchange (SPEC.md sections 2, 3 and 8). It has
+// sessions and policy-gated RFC 8693 token exchange (docs/protocol.md sections 2, 3 and 8). It has
 // no Caddy imports; the sts package wraps it as a Caddy app and handler.
 package issuer
 
@@ -28,7 +28,7 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// Defaults of SPEC.md section 2 and 3.
+// Defaults of docs/protocol.md sections 2 and 3.
 const (
 	DefaultSessionLifetime    = time.Hour
 	DefaultMaxSessionLifetime = 24 * time.Hour
@@ -41,7 +41,7 @@ const (
 	jwksMaxAge                = 300
 )
 
-// ZoneIDPattern is the zone id syntax of SPEC.md section 1.
+// ZoneIDPattern is the zone id syntax of docs/protocol.md section 1.
 var ZoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Token type and grant URNs.
@@ -135,6 +135,8 @@ type zoneState struct {
 	keys       mandate.KeySet
 	jwks       []byte
 	resources  map[string]resourceEntry
+	// scopes is the union of the zone's grantable scopes (RFC 8414 scopes_supported).
+	scopes []string
 	// subjects caches verified session mandates; its key source reads keys above.
 	subjects *mandate.CachedVerifier
 }
@@ -356,6 +358,10 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	}
 	// Served as is by serveJWKS; ends its line like every other JSON answer.
 	jwksBody = append(jwksBody, '\n')
+	scopes, err := s.store.ZoneScopes(ctx, zoneID)
+	if err != nil {
+		return fmt.Errorf("loading the zone's scopes: %w", err)
+	}
 	if err := s.syncPolicy(ctx, zoneID); err != nil {
 		// The engine leaves the zone deny-all; keys are still served.
 		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
@@ -365,6 +371,7 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	z.signer = signer
 	z.keys = set
 	z.jwks = jwksBody
+	z.scopes = scopes
 	z.resources = make(map[string]resourceEntry)
 	z.mu.Unlock()
 	return nil

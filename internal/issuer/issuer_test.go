@@ -150,7 +150,7 @@ func TestExchangeIssuesANarrowedResourceMandate(t *testing.T) {
 		})
 		t.Run("authenticated client must own the subject token", func(t *testing.T) {
 			rec := e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject), basic: [2]string{"reader", "demo-reader-secret"}})
-			oauthErr(t, rec, http.StatusBadRequest, codeInvalidGrant)
+			oauthErr(t, rec, http.StatusBadRequest, CodeInvalidGrant)
 			rec = e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read"), basic: [2]string{"agent", "demo-agent-secret"}})
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d: %s", rec.Code, rec.Body)
@@ -282,7 +282,7 @@ func TestExchangeRefusesBadSubjectTokens(t *testing.T) {
 			t.Run(tc.name+" is invalid_grant", func(t *testing.T) {
 				before := e.store.writes.Load()
 				rec := e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(tc.token)})
-				oauthErr(t, rec, http.StatusBadRequest, codeInvalidGrant)
+				oauthErr(t, rec, http.StatusBadRequest, CodeInvalidGrant)
 				if e.store.writes.Load() != before {
 					t.Fatal("a refused exchange wrote to storage")
 				}
@@ -299,7 +299,7 @@ func TestExchangeRefusesBadSubjectTokens(t *testing.T) {
 			if sess.Status != store.StatusRevoked {
 				t.Fatalf("session status %q after revoke", sess.Status)
 			}
-			body := oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(tok)}), http.StatusBadRequest, codeInvalidGrant)
+			body := oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(tok)}), http.StatusBadRequest, CodeInvalidGrant)
 			if !strings.Contains(body["error_description"], "revoked") {
 				t.Fatalf("description %q does not say revoked", body["error_description"])
 			}
@@ -319,40 +319,40 @@ func TestTokenEndpointRefusesMalformedRequests(t *testing.T) {
 			status int
 			code   string
 		}{
-			{"query string on POST", call{path: "/zones/demo/oauth2/token?grant_type=client_credentials", form: cc, basic: basic}, 400, codeInvalidRequest},
-			{"wrong content type", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode(), contentType: "application/json", basic: basic}, 400, codeInvalidRequest},
-			{"missing content type", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode(), contentType: "-", basic: basic}, 400, codeInvalidRequest},
-			{"oversized body", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode() + "&pad=" + strings.Repeat("x", 70000), basic: basic}, 400, codeInvalidRequest},
-			{"malformed body", call{path: "/zones/demo/oauth2/token", rawBody: "grant_type=%zz", basic: basic}, 400, codeInvalidRequest},
-			{"missing grant_type", call{path: "/zones/demo/oauth2/token", form: url.Values{}, basic: basic}, 400, codeInvalidRequest},
-			{"repeated grant_type", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds, GrantClientCreds}}, basic: basic}, 400, codeInvalidRequest},
-			{"unsupported grant", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {"password"}}, basic: basic}, 400, codeUnsupportedGrantType},
-			{"no client authentication", call{path: "/zones/demo/oauth2/token", form: cc}, 401, codeInvalidClient},
-			{"wrong secret (basic)", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "wrong"}}, 401, codeInvalidClient},
-			{"client of another zone", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "other-agent-secret"}}, 401, codeInvalidClient},
-			{"unknown client", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"ghost", "x"}}, 401, codeInvalidClient},
-			{"both basic and post credentials", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_id": {"agent"}, "client_secret": {"demo-agent-secret"}}, basic: basic}, 400, codeInvalidRequest},
-			{"client_id without secret", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_id": {"agent"}}}, 400, codeInvalidRequest},
-			{"missing subject_token", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token_type": {TokenTypeAccessToken}, "resource": {apiResource}}}, 400, codeInvalidRequest},
-			{"missing subject_token_type", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token": {subject}, "resource": {apiResource}}}, 400, codeInvalidRequest},
+			{"query string on POST", call{path: "/zones/demo/oauth2/token?grant_type=client_credentials", form: cc, basic: basic}, 400, CodeInvalidRequest},
+			{"wrong content type", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode(), contentType: "application/json", basic: basic}, 400, CodeInvalidRequest},
+			{"missing content type", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode(), contentType: "-", basic: basic}, 400, CodeInvalidRequest},
+			{"oversized body", call{path: "/zones/demo/oauth2/token", rawBody: cc.Encode() + "&pad=" + strings.Repeat("x", 70000), basic: basic}, 400, CodeInvalidRequest},
+			{"malformed body", call{path: "/zones/demo/oauth2/token", rawBody: "grant_type=%zz", basic: basic}, 400, CodeInvalidRequest},
+			{"missing grant_type", call{path: "/zones/demo/oauth2/token", form: url.Values{}, basic: basic}, 400, CodeInvalidRequest},
+			{"repeated grant_type", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds, GrantClientCreds}}, basic: basic}, 400, CodeInvalidRequest},
+			{"unsupported grant", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {"password"}}, basic: basic}, 400, CodeUnsupportedGrantType},
+			{"no client authentication", call{path: "/zones/demo/oauth2/token", form: cc}, 401, CodeInvalidClient},
+			{"wrong secret (basic)", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "wrong"}}, 401, CodeInvalidClient},
+			{"client of another zone", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "other-agent-secret"}}, 401, CodeInvalidClient},
+			{"unknown client", call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"ghost", "x"}}, 401, CodeInvalidClient},
+			{"both basic and post credentials", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_id": {"agent"}, "client_secret": {"demo-agent-secret"}}, basic: basic}, 400, CodeInvalidRequest},
+			{"client_secret without client_id", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantClientCreds}, "client_secret": {"demo-agent-secret"}}}, 400, CodeInvalidRequest},
+			{"missing subject_token", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token_type": {TokenTypeAccessToken}, "resource": {apiResource}}}, 400, CodeInvalidRequest},
+			{"missing subject_token_type", call{path: "/zones/demo/oauth2/token", form: url.Values{"grant_type": {GrantTokenExchange}, "subject_token": {subject}, "resource": {apiResource}}}, 400, CodeInvalidRequest},
 			{"wrong subject_token_type", call{path: "/zones/demo/oauth2/token", form: func() url.Values {
 				v := exchangeForm(subject)
 				v.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
 				return v
-			}()}, 400, codeInvalidRequest},
-			{"missing resource", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Del("resource"); return v }()}, 400, codeInvalidRequest},
-			{"two resources", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "resource", mailResource)}, 400, codeInvalidTarget},
-			{"repeated scope", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read", "scope", "write")}, 400, codeInvalidRequest},
-			{"empty scope", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", " ")}, 400, codeInvalidRequest},
-			{"actor token", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "actor_token", subject, "actor_token_type", TokenTypeAccessToken)}, 400, codeInvalidRequest},
-			{"unknown delegation edge", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "delegation_edge_id", "e1")}, 403, codeAccessDenied},
-			{"empty delegation edge", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "delegation_edge_id", "")}, 400, codeInvalidRequest},
-			{"unknown resource", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Set("resource", "https://nope.test"); return v }()}, 400, codeInvalidTarget},
-			{"scope outside the declared scopes", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read delete")}, 400, codeInvalidScope},
-			{"declared scope the policy does not grant", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "admin")}, 403, codeAccessDenied},
-			{"resource without any grant", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Set("resource", mailResource); return v }()}, 403, codeAccessDenied},
-			{"unknown zone", call{path: "/zones/nowhere/oauth2/token", form: cc, basic: basic}, 404, codeNotFound},
-			{"invalid zone id", call{path: "/zones/NOT_A_ZONE/oauth2/token", form: cc, basic: basic}, 404, codeNotFound},
+			}()}, 400, CodeInvalidRequest},
+			{"missing resource", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Del("resource"); return v }()}, 400, CodeInvalidRequest},
+			{"two resources", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "resource", mailResource)}, 400, CodeInvalidTarget},
+			{"repeated scope", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read", "scope", "write")}, 400, CodeInvalidRequest},
+			{"empty scope", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", " ")}, 400, CodeInvalidRequest},
+			{"actor token", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "actor_token", subject, "actor_token_type", TokenTypeAccessToken)}, 400, CodeInvalidRequest},
+			{"unknown delegation edge", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "delegation_edge_id", "e1")}, 403, CodeAccessDenied},
+			{"empty delegation edge", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "delegation_edge_id", "")}, 400, CodeInvalidRequest},
+			{"unknown resource", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Set("resource", "https://nope.test"); return v }()}, 400, CodeInvalidTarget},
+			{"scope outside the declared scopes", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read delete")}, 400, CodeInvalidScope},
+			{"declared scope the policy does not grant", call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "admin")}, 403, CodeAccessDenied},
+			{"resource without any grant", call{path: "/zones/demo/oauth2/token", form: func() url.Values { v := exchangeForm(subject); v.Set("resource", mailResource); return v }()}, 403, CodeAccessDenied},
+			{"unknown zone", call{path: "/zones/nowhere/oauth2/token", form: cc, basic: basic}, 404, CodeNotFound},
+			{"invalid zone id", call{path: "/zones/NOT_A_ZONE/oauth2/token", form: cc, basic: basic}, 404, CodeNotFound},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -362,7 +362,7 @@ func TestTokenEndpointRefusesMalformedRequests(t *testing.T) {
 				if e.store.writes.Load() != before {
 					t.Fatal("a refused request wrote to storage")
 				}
-				if tc.code == codeInvalidClient && tc.c.basic[0] != "" && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Basic ") {
+				if tc.code == CodeInvalidClient && tc.c.basic[0] != "" && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Basic ") {
 					t.Fatal("invalid_client after Basic authentication must carry a Basic challenge")
 				}
 			})
@@ -380,7 +380,7 @@ func TestScopeNarrowingByPolicy(t *testing.T) {
 		}
 	})
 	t.Run("escalation beyond the grant is refused", func(t *testing.T) {
-		oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "write")}), 403, codeAccessDenied)
+		oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "write")}), 403, CodeAccessDenied)
 	})
 }
 
@@ -388,10 +388,10 @@ func TestFailedAuthenticationsAreThrottled(t *testing.T) {
 	e := newEnv(t, nil, func(o *Options) { o.FailureLimit = 3 })
 	cc := url.Values{"grant_type": {GrantClientCreds}}
 	for range 3 {
-		oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "wrong"}}), 401, codeInvalidClient)
+		oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "wrong"}}), 401, CodeInvalidClient)
 	}
 	rec := e.do(call{path: "/zones/demo/oauth2/token", form: cc, basic: [2]string{"agent", "demo-agent-secret"}})
-	oauthErr(t, rec, http.StatusTooManyRequests, codeSlowDown)
+	oauthErr(t, rec, http.StatusTooManyRequests, CodeSlowDown)
 	if rec.Header().Get("Retry-After") == "" {
 		t.Fatal("slow_down without Retry-After")
 	}
@@ -481,14 +481,14 @@ func TestRevocationEndpoint(t *testing.T) {
 		t.Run("a resource mandate is an unsupported token type", func(t *testing.T) {
 			sub := e.session("demo", "agent")
 			res := tokenBody(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(sub, "scope", "read")}).Body.Bytes()).AccessToken
-			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{"token": {res}}}), 400, codeUnsupportedTokenType)
+			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{"token": {res}}}), 400, CodeUnsupportedTokenType)
 		})
 		t.Run("authenticated client must own the token", func(t *testing.T) {
 			tok := e.session("demo", "agent")
-			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{"token": {tok}}, basic: [2]string{"reader", "demo-reader-secret"}}), 400, codeInvalidRequest)
+			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{"token": {tok}}, basic: [2]string{"reader", "demo-reader-secret"}}), 400, CodeInvalidRequest)
 		})
 		t.Run("missing token", func(t *testing.T) {
-			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{}}), 400, codeInvalidRequest)
+			oauthErr(t, e.do(call{path: "/zones/demo/oauth2/revoke", form: url.Values{}}), 400, CodeInvalidRequest)
 		})
 		t.Run("RFC 7009 2.1: token_type_hint is only a hint", func(t *testing.T) {
 			for _, hint := range []string{"access_token", "refresh_token", "no-such-type"} {

@@ -58,7 +58,7 @@ decision := {"decision": "allow", "evaluation_status": "complete"} if { to_numbe
 	for _, tc := range cases {
 		t.Run(tc.name+" is access_denied", func(t *testing.T) {
 			activate(t, tc.modules, `{}`)
-			body := oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read")}), 403, codeAccessDenied)
+			body := oauthErr(t, e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(subject, "scope", "read")}), 403, CodeAccessDenied)
 			if tc.want != "" && !strings.Contains(body["error_description"], tc.want) {
 				t.Fatalf("error_description %q does not mention %q", body["error_description"], tc.want)
 			}
@@ -82,7 +82,7 @@ decision := {"decision": "allow", "evaluation_status": "complete"}`}, `{}`)
 			t.Fatal(err)
 		}
 		bareSubject := e.session("bare", "agent")
-		body := oauthErr(t, e.do(call{path: "/zones/bare/oauth2/token", form: exchangeForm(bareSubject)}), 403, codeAccessDenied)
+		body := oauthErr(t, e.do(call{path: "/zones/bare/oauth2/token", form: exchangeForm(bareSubject)}), 403, CodeAccessDenied)
 		if !strings.Contains(body["error_description"], "no active policy") {
 			t.Fatalf("error_description %q", body["error_description"])
 		}

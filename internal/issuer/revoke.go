@@ -12,7 +12,7 @@ import (
 
 // serveRevoke is RFC 7009 for an application's own session: token is its session mandate.
 // Client authentication is optional (the session mandate is itself the proof); when present
-// it must be the token's client. As RFC 7009 2.2 asks, a token that is invalid, expired or
+// it must be the token's client, and so must a client_id sent without a secret. As RFC 7009 2.2 asks, a token that is invalid, expired or
 // already revoked is answered 200 and changes nothing.
 func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	zoneID, ok := zoneParam(w, r)
@@ -33,7 +33,7 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	// token_type_hint is only a hint (RFC 7009 section 2.1): whatever it says, the token
 	// itself decides, so a session mandate sent with "refresh_token" or an unknown hint
 	// is still revoked.
-	ca, oerr := readClientAuth(r, f)
+	ca, oerr := s.readClientAuth(r, f)
 	if oerr != nil {
 		writeError(w, realm, oerr)
 		return
@@ -44,8 +44,8 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		s.zoneError(w, zoneID, err)
 		return
 	}
-	if ca.present {
-		if oerr := s.authenticate(ctx, zoneID, r, ca); oerr != nil {
+	if ca.HasSecret {
+		if oerr := s.authenticate(ctx, zoneID, ca); oerr != nil {
 			writeError(w, realm, oerr)
 			return
 		}
@@ -53,7 +53,7 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	claims, err := z.subjects.Verify(ctx, token, mandate.Expect{Issuer: z.issuer, ZoneID: zoneID, Audience: z.issuer, Use: mandate.UseSession})
 	if err != nil {
 		if errors.Is(err, mandate.ErrType) {
-			writeError(w, realm, newError(http.StatusBadRequest, codeUnsupportedTokenType, "only session mandates can be revoked here"))
+			writeError(w, realm, newError(http.StatusBadRequest, CodeUnsupportedTokenType, "only session mandates can be revoked here"))
 			return
 		}
 		s.log.Debug("revocation of an invalid token ignored", zap.String("zone", zoneID), zap.Error(err))
@@ -61,8 +61,15 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if ca.present && ca.id != claims.ClientID {
-		writeError(w, realm, newError(http.StatusBadRequest, codeInvalidRequest, "the token was not issued to the authenticated client"))
+	switch {
+	case ca.ID == "" || ca.ID == claims.ClientID:
+	case ca.HasSecret:
+		writeError(w, realm, newError(http.StatusBadRequest, CodeInvalidRequest, "the token was not issued to the authenticated client"))
+		return
+	default:
+		// A client_id without a secret identifies the client ("none"); it must be the
+		// token's client (RFC 6749 section 5.2, invalid_client).
+		writeError(w, realm, newError(http.StatusUnauthorized, CodeInvalidClient, "client_id is not the client the token was issued to"))
 		return
 	}
 	rev, err := s.store.RevokeSession(ctx, zoneID, claims.SID, "self-revoked", s.now())

@@ -46,7 +46,7 @@ func TestWrongMethodsOnSTSEndpointsAre405WithAllow(t *testing.T) {
 		{http.MethodGet, "/zones/nowhere/oauth2/token", "POST"},
 	} {
 		rec := e.do(call{method: c.method, path: c.path})
-		oauthErr(t, rec, http.StatusMethodNotAllowed, codeInvalidRequest)
+		oauthErr(t, rec, http.StatusMethodNotAllowed, CodeInvalidRequest)
 		if got := rec.Header().Get("Allow"); got != c.allow {
 			t.Errorf("%s %s: Allow %q, want %q", c.method, c.path, got, c.allow)
 		}
@@ -69,7 +69,7 @@ func TestUnknownPathsUnderTheSTSPrefixesAre404(t *testing.T) {
 		"/.well-known/oauth-authorization-server/zones",
 	} {
 		// A valid client_credentials request on a near-miss path issues nothing.
-		oauthErr(t, e.do(call{path: path, form: cc, basic: basic}), http.StatusNotFound, codeNotFound)
-		oauthErr(t, e.do(call{method: http.MethodGet, path: path}), http.StatusNotFound, codeNotFound)
+		oauthErr(t, e.do(call{path: path, form: cc, basic: basic}), http.StatusNotFound, CodeNotFound)
+		oauthErr(t, e.do(call{method: http.MethodGet, path: path}), http.StatusNotFound, CodeNotFound)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // Sentinel errors. Implementations wrap them so callers can use errors.Is.
@@ -35,11 +37,12 @@ const (
 	StatusRetired = "retired"
 )
 
-// Stream names of SPEC.md section 6; outbox rows are addressed to one of them.
+// Stream names outbox rows are addressed to. The revocation package owns them with the
+// rest of the wire format; these names refer to its constants.
 const (
-	StreamSessionsRevoke       = "caracal.sessions.revoke"
-	StreamDelegationInvalidate = "caracal.delegations.invalidate"
-	StreamPolicyInvalidate     = "caracal.policy.invalidate"
+	StreamSessionsRevoke       = revocation.StreamSessionsRevoke
+	StreamDelegationInvalidate = revocation.StreamDelegationInvalidate
+	StreamPolicyInvalidate     = revocation.StreamPolicyInvalidate
 )
 
 // Zone is the tenant boundary.
@@ -109,7 +112,7 @@ type Session struct {
 	RevokeReason string
 }
 
-// Edge is a delegation edge (SPEC.md section 4).
+// Edge is a delegation edge (docs/protocol.md section 4).
 type Edge struct {
 	ZoneID          string
 	ID              string
@@ -139,7 +142,7 @@ type AdminToken struct {
 }
 
 // OutboxEvent is a stream entry waiting to be published. Fields are the unsigned
-// stream fields of SPEC.md section 6; the publisher adds `sig`.
+// stream fields of docs/protocol.md section 6; the publisher adds `sig`.
 type OutboxEvent struct {
 	ZoneID      string
 	ID          int64
@@ -184,10 +187,13 @@ func (r LiveRevocation) Cursor() RevocationCursor {
 
 // Fields returns the caracal.sessions.revoke entry that republishes r (without sig).
 func (r LiveRevocation) Fields() map[string]string {
+	e := revocation.Event{ZoneID: r.ZoneID, Reason: r.Reason, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt}
 	if r.EdgeID != "" {
-		return EdgeRevokeFields(r.ZoneID, r.EdgeID, r.Reason, r.RevokedAt, r.ExpiresAt)
+		e.DelegationEdgeID = r.EdgeID
+	} else {
+		e.SessionID = r.SessionID
 	}
-	return SessionRevokeFields(r.ZoneID, r.SessionID, r.Reason, r.RevokedAt, r.ExpiresAt)
+	return e.Fields()
 }
 
 // AuditEvent records an administrative or security-relevant action.
@@ -235,6 +241,10 @@ type Store interface {
 	// PutResource creates or replaces (by identifier) the scopes and archived flag.
 	PutResource(ctx context.Context, r Resource) error
 	GetResource(ctx context.Context, zoneID, identifier string) (Resource, error)
+	// ZoneScopes returns the union of the scopes declared by the zone's resources that
+	// are not archived, sorted and without duplicates (empty, not nil, when there are
+	// none); ErrNotFound if the zone does not exist.
+	ZoneScopes(ctx context.Context, zoneID string) ([]string, error)
 
 	// SigningKeys returns the zone's active key and retired keys whose NotAfter is
 	// after now, active first.
@@ -322,7 +332,5 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEvent) error
 	ListAudit(ctx context.Context, zoneID string, limit int) ([]AuditEvent, error)
 
-	// Ping reports whether the backing storage answers.
-	Ping(ctx context.Context) error
 	Close() error
 }

@@ -1,5 +1,8 @@
 # Default Caracal policy: a token exchange is allowed for the scopes the data
-# document grants to the principal on the resource, and for nothing else.
+# document grants to the principal on the resource, and for nothing else. The
+# same grants decide a client_credentials request that names a resource (input
+# action "client_credentials", never under a delegation), so the one-step grant
+# reaches exactly what a session followed by an exchange reaches.
 #
 # Data document (data.caracal.zone):
 #   {"grants": {"<client_id>": {"<resource identifier>": ["scope", ...]}}}

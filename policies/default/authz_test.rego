@@ -100,3 +100,17 @@ test_missing_delegation_member_is_denied if {
 	d.decision == "deny"
 	d.reasons == ["input names no principal client"]
 }
+
+test_client_credentials_uses_the_same_grants if {
+	d := authz.decision with input as object.union(exchange("support-agent", ["invoices:read", "invoices:write"], null), {"action": "client_credentials"})
+		with data.caracal.zone as zone
+	d.decision == "allow"
+	d.scopes == ["invoices:read"]
+}
+
+test_client_credentials_denies_a_client_without_a_grant if {
+	d := authz.decision with input as object.union(exchange("stranger", ["invoices:read"], null), {"action": "client_credentials"})
+		with data.caracal.zone as zone
+	d.decision == "deny"
+	d.reasons == [`client "stranger" has no grant on "https://api.example.com/invoices"`]
+}

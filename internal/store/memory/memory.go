@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // Store is the in-memory store. The zero value is not usable; call New.
@@ -265,6 +266,33 @@ func (s *Store) GetResource(_ context.Context, zoneID, identifier string) (store
 	return r, nil
 }
 
+// ZoneScopes returns the sorted union of the scopes of the zone's unarchived resources.
+func (s *Store) ZoneScopes(_ context.Context, zoneID string) ([]string, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	z, err := s.zone(zoneID)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool)
+	out := []string{}
+	for _, r := range z.resources {
+		if r.Archived {
+			continue
+		}
+		for _, sc := range r.Scopes {
+			if !seen[sc] {
+				seen[sc] = true
+				out = append(out, sc)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // SigningKeys returns the active key, then retired keys whose NotAfter is after now,
 // most recently retired first.
 func (s *Store) SigningKeys(_ context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {
@@ -480,7 +508,7 @@ func (s *Store) RevokeSession(_ context.Context, zoneID, sid, reason string, now
 	sess.RevokedAt = now
 	sess.RevokeReason = reason
 	z.sessions[sid] = sess
-	s.appendOutbox(zoneID, store.StreamSessionsRevoke, store.SessionRevokeFields(zoneID, sess.ID, reason, now, sess.ExpiresAt), now)
+	s.appendOutbox(zoneID, revocation.StreamSessionsRevoke, revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: reason, RevokedAt: now, ExpiresAt: sess.ExpiresAt}.Fields(), now)
 
 	var roots []string
 	for id, e := range z.edges {
@@ -528,8 +556,8 @@ func (s *Store) revokeEdges(z *zoneState, roots []string, reason string, now tim
 		e.Status = store.StatusRevoked
 		e.RevokedAt = now
 		z.edges[e.ID] = e
-		s.appendOutbox(z.zone.ID, store.StreamSessionsRevoke, store.EdgeRevokeFields(z.zone.ID, e.ID, reason, now, e.ExpiresAt), now)
-		s.appendOutbox(z.zone.ID, store.StreamDelegationInvalidate, store.InvalidateFields(z.zone.ID, z.zone.Epoch, e.ID, "revoke"), now)
+		s.appendOutbox(z.zone.ID, revocation.StreamSessionsRevoke, revocation.Event{ZoneID: z.zone.ID, DelegationEdgeID: e.ID, Reason: reason, RevokedAt: now, ExpiresAt: e.ExpiresAt}.Fields(), now)
+		s.appendOutbox(z.zone.ID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: z.zone.ID, Epoch: z.zone.Epoch, EdgeID: e.ID, Event: revocation.EpochRevoke}.Fields(), now)
 		out[i] = cloneEdge(e)
 	}
 	return out
@@ -581,7 +609,7 @@ func (s *Store) CreateEdge(_ context.Context, e store.Edge, check store.EdgeChec
 	z.zone.Epoch++
 	e.Epoch = z.zone.Epoch
 	z.edges[e.ID] = e
-	s.appendOutbox(e.ZoneID, store.StreamDelegationInvalidate, store.InvalidateFields(e.ZoneID, e.Epoch, e.ID, "create"), e.CreatedAt)
+	s.appendOutbox(e.ZoneID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: e.ZoneID, Epoch: e.Epoch, EdgeID: e.ID, Event: revocation.EpochCreate}.Fields(), e.CreatedAt)
 	return cloneEdge(e), nil
 }
 
@@ -672,7 +700,7 @@ func (s *Store) ExpireEdges(_ context.Context, zoneID string, now time.Time) ([]
 	for i, e := range hit {
 		e.Status = store.StatusExpired
 		z.edges[e.ID] = e
-		s.appendOutbox(zoneID, store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, z.zone.Epoch, e.ID, "expire"), now)
+		s.appendOutbox(zoneID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: zoneID, Epoch: z.zone.Epoch, EdgeID: e.ID, Event: revocation.EpochExpire}.Fields(), now)
 		out[i] = cloneEdge(e)
 	}
 	return out, z.zone.Epoch, nil
@@ -868,15 +896,6 @@ func (s *Store) ListAudit(_ context.Context, zoneID string, limit int) ([]store.
 		}
 	}
 	return out, nil
-}
-
-// Ping fails once the store is closed.
-func (s *Store) Ping(_ context.Context) error {
-	if err := s.lock(); err != nil {
-		return err
-	}
-	s.mu.Unlock()
-	return nil
 }
 
 // Close makes every later call fail with store.ErrUnavailable.

@@ -135,6 +135,25 @@ func (s *Store) GetResource(ctx context.Context, zoneID, identifier string) (sto
 	return r, nil
 }
 
+// ZoneScopes returns the sorted union of the scopes of the zone's unarchived resources.
+func (s *Store) ZoneScopes(ctx context.Context, zoneID string) ([]string, error) {
+	var exists bool
+	var scopes []string
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM zones WHERE id = $1),
+		COALESCE((SELECT array_agg(DISTINCT sc ORDER BY sc) FROM resources, unnest(scopes) AS sc
+			WHERE zone_id = $1 AND NOT archived), '{}')`, zoneID).Scan(&exists, &scopes)
+	if err != nil {
+		return nil, dbErr(err, "scopes of zone %q", zoneID)
+	}
+	if !exists {
+		return nil, fmt.Errorf("zone %q: %w", zoneID, store.ErrNotFound)
+	}
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return scopes, nil
+}
+
 const signingKeyColumns = `zone_id, id, sealed, public_jwk, status, created_at, retired_at, not_after`
 
 func scanSigningKey(r scanner) (store.SigningKey, error) {
