@@ -5,6 +5,7 @@
 package caddymodules
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,6 +74,15 @@ type Handler struct {
 	// EndOnExpiry ends a response that is still streaming when its mandate expires,
 	// that is when it would no longer verify: exp plus the leeway (default true).
 	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
+	// TrustPoolRaw is the certificate pool trusted when fetching the issuer's metadata and
+	// JWKS over HTTPS: a tls.ca_pool.source module, as reverse_proxy's tls_trust_pool
+	// (inline PEM, file, pki_root of the local pki app, ...). Without it the system roots
+	// are trusted. Not used when this process's caracal_sts issues for the zone.
+	TrustPoolRaw json.RawMessage `json:"tls_trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+	// JWKSFile is a JWKS document on disk holding the zone's keys, for deployments that
+	// cannot reach the issuer: nothing is fetched, and a rotation needs a new file and a
+	// config reload.
+	JWKSFile string `json:"jwks_file,omitempty"`
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
 	// mandate of this route's resource (see docs/protocol.md section 7).
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
@@ -89,6 +99,11 @@ type Handler struct {
 	metrics *metrics
 	// stopWatch ends the goroutine logging staleness changes.
 	stopWatch func()
+	// stopKeys ends the subscription to the zone's key changes.
+	stopKeys func()
+	// remote is the key source fetching the issuer's JWKS, nil when keys are local or
+	// come from jwks_file.
+	remote *mandate.RemoteKeys
 }
 
 // CaddyModule returns the Caddy module information.
@@ -135,10 +150,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.logger.Warn("revocation transport is local and this process runs no caracal_sts app: no publisher can ever send heartbeats, so every request is refused with 503; configure the STS's revocation transport (e.g. a redis:// URL and its stream_key)",
 			zap.String("resource", h.Resource))
 	}
+	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
 	var keys mandate.KeySource
 	if sts != nil {
 		if zoneID, ok := sts.ZoneOf(h.Issuer); ok {
 			keys = sts.Keys(zoneID)
+		}
+	}
+	if keys == nil {
+		if keys, err = h.remoteKeys(ctx); err != nil {
+			return err
 		}
 	}
 	var source = h.pipeline.Source
@@ -166,7 +187,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
 	if h.OnStale != "allow" {
 		h.stopWatch = watchFreshness(h.logger.With(zap.String("resource", h.Resource)), h.pipeline.Source, h.verifier.MaxStaleness())
 	}
@@ -224,6 +244,9 @@ func stsService(app any) localSTS {
 func (h *Handler) Cleanup() error {
 	if h.stopWatch != nil {
 		h.stopWatch()
+	}
+	if h.stopKeys != nil {
+		h.stopKeys()
 	}
 	return h.pipeline.Release()
 }

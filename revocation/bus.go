@@ -89,7 +89,12 @@ func (b *Bus) AttachLogged(st *RevokedSet, ep *Epochs, key []byte, log *zap.Logg
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: log, now: b.now}}
+	return b.attach(st, ep, key, log, nil)
+}
+
+// attach builds a source, replays the retained history through it, then attaches it.
+func (b *Bus) attach(st *RevokedSet, ep *Epochs, key []byte, log *zap.Logger, keys *KeyWatchers) Source {
+	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: log, now: b.now, keys: keys}}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trimLocked(b.now())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,9 @@ type RedisOptions struct {
 	// separate deployments (or tests) sharing a server. Signatures cover the logical
 	// name, so the prefix never affects them.
 	StreamPrefix string
+	// Keys, when set, receives the caracal.keys entries; the consumer then reads that
+	// stream as well.
+	Keys *KeyWatchers
 	// MaxBackoff caps the delay between reconnection attempts (DefaultMaxBackoff when
 	// zero). The delay starts at 50 ms and doubles per failure.
 	MaxBackoff time.Duration
@@ -64,6 +68,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	}
 	if len(o.Streams) == 0 {
 		o.Streams = []string{StreamSessionsRevoke, StreamDelegationInvalidate}
+	}
+	if o.Keys != nil && !slices.Contains(o.Streams, StreamKeys) {
+		o.Streams = append(slices.Clip(o.Streams), StreamKeys)
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = DefaultMaxBackoff
@@ -138,12 +145,12 @@ func NewRedisRevocationConsumer(ctx context.Context, st *RevokedSet, ep *Epochs,
 	o = o.withDefaults()
 	c := &RedisRevocationConsumer{
 		o:     o,
-		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger, now: o.Now},
+		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger, now: o.Now, keys: o.Keys},
 		byKey: make(map[string]*streamPos),
 		ready: make(chan struct{}),
 	}
 	for _, name := range o.Streams {
-		if name != StreamSessionsRevoke && name != StreamDelegationInvalidate {
+		if name != StreamSessionsRevoke && name != StreamDelegationInvalidate && name != StreamKeys {
 			return nil, fmt.Errorf("revocation consumer: unknown stream %q", name)
 		}
 		key := o.StreamPrefix + name

@@ -58,6 +58,8 @@ type applier struct {
 	key []byte
 	log *zap.Logger
 	now func() time.Time
+	// keys receives caracal.keys entries; nil ignores them.
+	keys *KeyWatchers
 
 	applied, heartbeats, badSignature, malformed, duplicates atomic.Uint64
 	watermark                                                atomic.Int64 // unix ns of the newest valid heartbeat watermark; 0 for none
@@ -70,6 +72,10 @@ type applier struct {
 }
 
 func (a *applier) apply(stream string, fields map[string]string) {
+	if stream == StreamKeys {
+		a.applyKeys(fields)
+		return
+	}
 	if stream != StreamSessionsRevoke && stream != StreamDelegationInvalidate {
 		// Other streams (policy invalidation) share the transport but are not ours.
 		return

@@ -49,6 +49,11 @@ type App struct {
 	MandateLifetime caddy.Duration `json:"mandate_lifetime,omitempty"`
 	// Leeway for exp/nbf/iat checks of subject tokens (default 30s).
 	Leeway caddy.Duration `json:"leeway,omitempty"`
+	// KeyActivationDelay is how long a key rotation publishes the next key in the JWKS
+	// before signing with it (default 6m: the JWKS max-age of 300 s, the verifiers'
+	// 30 s refetch interval and 30 s of margin), so that no verifier meets a kid it has
+	// not fetched. An immediate rotation does not wait.
+	KeyActivationDelay caddy.Duration `json:"key_activation_delay,omitempty"`
 	// RefreshInterval bounds how long changes made by another process (keys, policy,
 	// resources) take to be seen here (default 5s).
 	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
@@ -206,6 +211,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		MandateLifetime:    time.Duration(a.MandateLifetime),
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
+		KeyActivationDelay: time.Duration(a.KeyActivationDelay),
 		Revoked:            a.runtime.Notify,
 		Published:          a.runtime.Flush,
 		Revocations:        a.pipeline.Revocations,

@@ -47,6 +47,9 @@ type Pipeline struct {
 	Epochs      *revocation.Epochs
 	Source      revocation.Source
 	Publisher   revocation.Publisher
+	// Keys hands the caracal.keys entries (zone key rotations) to the verifiers that
+	// fetch zone keys remotely.
+	Keys *revocation.KeyWatchers
 	// Key is the stream key (nil when entries are unsigned).
 	Key []byte
 	// Transport is "local" or "redis".
@@ -120,14 +123,14 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 	poolKey := hex.EncodeToString(digest[:])
 
 	val, _, err := pool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
-		p := &Pipeline{Revocations: revocation.NewRevokedSet(nil), Epochs: new(revocation.Epochs), Key: key}
+		p := &Pipeline{Revocations: revocation.NewRevokedSet(nil), Epochs: new(revocation.Epochs), Key: key, Keys: revocation.NewKeyWatchers(nil)}
 		if transport == "local" {
 			if cfg.StreamPrefix != "" {
 				return nil, errors.New("revocation: stream_prefix applies to Redis only")
 			}
 			p.Transport = "local"
 			p.Publisher = local
-			p.Source = local.AttachLogged(p.Revocations, p.Epochs, key, logger)
+			p.Source = local.AttachWithKeys(p.Revocations, p.Epochs, key, logger, p.Keys)
 			p.started(logger, "")
 			return p, nil
 		}
@@ -139,7 +142,7 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 		p.Transport = "redis"
 		p.prefix = cfg.StreamPrefix
 		p.client = redis.NewClient(opts)
-		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger}
+		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger, Keys: p.Keys}
 		// The publisher gets a client of its own, tuned so that a returning Redis is used
 		// at once (go-redis's dial breaker would otherwise hold failures for a while).
 		pubOpts := *opts

@@ -143,6 +143,7 @@ func (s *Service) mux() *httproute.Router {
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/resources", Handler: s.createResource},
 		{Method: http.MethodPut, Pattern: "/v1/zones/{zone}/policy", Handler: s.putPolicy},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/keys/rotate", Handler: s.rotateKey},
+		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/keys", Handler: s.listKeys},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/sessions/{sid}/revoke", Handler: s.revokeSession},
 		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/sessions/{sid}", Handler: s.getSession},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/delegations", Handler: s.createDelegation},

@@ -166,7 +166,7 @@ func newBenchEnv(b *testing.B, kind string, frozen bool, epochs *revocation.Epoc
 			base, start := o.Now(), time.Now()
 			o.Now = func() time.Time { return base.Add(time.Since(start) + time.Duration(be.skew.Load())) }
 		}
-		o.Revocations, o.Epochs = revocation.NewStore(o.Now), epochs
+		o.Revocations, o.Epochs = revocation.NewRevokedSet(o.Now), epochs
 		o.Policy = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Minute})
 	})
 	return be

@@ -82,12 +82,59 @@ type SigningKey struct {
 	KID       string
 	Sealed    []byte
 	PublicJWK []byte
-	Status    string // active | retired
+	Status    string // active | retired | revoked
 	CreatedAt time.Time
-	RetiredAt time.Time // zero while active
+	// ActivatesAt is when the active key starts signing; zero means from CreatedAt. A
+	// rotation publishes the next key ahead of it: until then the key is in the JWKS but
+	// the previous key (retired at this instant) still signs.
+	ActivatesAt time.Time
+	// RetiredAt is when the key stops (or stopped) signing; zero while active. A key
+	// replaced by a pending rotation is retired with RetiredAt in the future.
+	RetiredAt time.Time
 	// NotAfter is when a retired key leaves the JWKS: retirement time plus the
-	// maximum mandate lifetime. Zero while active.
+	// maximum mandate lifetime; the revocation time for a revoked key. Zero while active.
 	NotAfter time.Time
+}
+
+// KeyRotation says how RotateSigningKey replaces a zone's signing key.
+type KeyRotation struct {
+	// Now is the time of the rotation.
+	Now time.Time
+	// ActivateAt is when the next key starts signing and the current one stops. Now
+	// (or earlier) makes the next key sign at once.
+	ActivateAt time.Time
+	// RetireUntil is when the replaced key leaves the JWKS.
+	RetireUntil time.Time
+	// Revoke revokes the signing key instead of retiring it: it leaves the JWKS at Now,
+	// and so does a next key still waiting for its activation.
+	Revoke bool
+	// Outbox, when set, is a stream entry written in the same transaction.
+	Outbox *OutboxEvent
+}
+
+// SigningKeyAt picks, among keys as SigningKeys returns them, the one that signs at now:
+// the active key once it is activated, else the key it replaces (the most recently
+// retired one still retiring after now). ok is false when there is none.
+func SigningKeyAt(keys []SigningKey, now time.Time) (SigningKey, bool) {
+	var (
+		active, prev SigningKey
+		found, has   bool
+	)
+	for _, k := range keys {
+		switch {
+		case k.Status == StatusActive:
+			active, found = k, true
+		case k.Status == StatusRetired && k.RetiredAt.After(now) && (!has || k.RetiredAt.After(prev.RetiredAt)):
+			prev, has = k, true
+		}
+	}
+	if !found {
+		return SigningKey{}, false
+	}
+	if !active.ActivatesAt.After(now) || !has {
+		return active, true
+	}
+	return prev, true
 }
 
 // PolicyBundle is one version of a zone's Rego modules and data document.
@@ -249,9 +296,12 @@ type Store interface {
 	// SigningKeys returns the zone's active key and retired keys whose NotAfter is
 	// after now, active first.
 	SigningKeys(ctx context.Context, zoneID string, now time.Time) ([]SigningKey, error)
-	// RotateSigningKey retires the active key (RetiredAt=now, NotAfter=retireUntil) and
-	// makes next the active key, atomically.
-	RotateSigningKey(ctx context.Context, zoneID string, next SigningKey, now, retireUntil time.Time) error
+	// RotateSigningKey makes next the active key (signing from r.ActivateAt) and retires
+	// the key that signs until then (RetiredAt=r.ActivateAt, NotAfter=r.RetireUntil), or
+	// revokes it with r.Revoke, atomically, with r.Outbox. ErrConflict when a rotation is
+	// still pending (the active key is not activated yet) and r.Revoke is false, or when
+	// next's kid exists.
+	RotateSigningKey(ctx context.Context, zoneID string, next SigningKey, r KeyRotation) error
 
 	// PutPolicyBundle stores modules and data as the next version and activates it,
 	// atomically; it returns the stored bundle. Validation is the caller's job.

@@ -330,8 +330,8 @@ func compareKeys(a, b store.SigningKey) int {
 	return cmp.Compare(a.KID, b.KID)
 }
 
-// RotateSigningKey retires the active key and makes next the active key.
-func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.SigningKey, now, retireUntil time.Time) error {
+// RotateSigningKey makes next the active key and retires or revokes the key it replaces.
+func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if next.ZoneID != "" && next.ZoneID != zoneID {
 		return fmt.Errorf("rotating signing key of zone %q: key belongs to zone %q", zoneID, next.ZoneID)
 	}
@@ -346,15 +346,45 @@ func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.Si
 	if _, ok := z.keys[next.KID]; ok {
 		return fmt.Errorf("signing key %q: %w", next.KID, store.ErrConflict)
 	}
-	for kid, k := range z.keys {
-		if k.Status == store.StatusActive {
-			k.Status = store.StatusRetired
-			k.RetiredAt = ts(now)
-			k.NotAfter = ts(retireUntil)
-			z.keys[kid] = k
+	now := ts(r.Now)
+	all := make([]store.SigningKey, 0, len(z.keys))
+	for _, k := range z.keys {
+		if k.Status == store.StatusActive || k.NotAfter.After(now) {
+			all = append(all, k)
 		}
 	}
-	z.keys[next.KID] = newActiveKey(zoneID, next)
+	signing, _ := store.SigningKeyAt(all, now)
+	for kid, k := range z.keys {
+		// A pending rotation: only an emergency one may replace it.
+		if k.Status == store.StatusActive && k.ActivatesAt.After(now) && !r.Revoke {
+			return fmt.Errorf("signing key %q activates at %s: %w", kid, k.ActivatesAt.Format(time.RFC3339), store.ErrConflict)
+		}
+	}
+	retireAt := now
+	if r.ActivateAt.After(now) {
+		retireAt = ts(r.ActivateAt)
+	}
+	for kid, k := range z.keys {
+		switch {
+		case k.Status == store.StatusActive && k.ActivatesAt.After(now):
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRevoked, now, now
+		case kid == signing.KID && r.Revoke:
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRevoked, now, now
+		case k.Status == store.StatusActive:
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRetired, retireAt, ts(r.RetireUntil)
+		default:
+			continue
+		}
+		z.keys[kid] = k
+	}
+	k := newActiveKey(zoneID, next)
+	if retireAt.After(now) {
+		k.ActivatesAt = retireAt
+	}
+	z.keys[next.KID] = k
+	if r.Outbox != nil {
+		s.appendOutbox(zoneID, r.Outbox.Stream, r.Outbox.Fields, now)
+	}
 	return nil
 }
 
@@ -363,6 +393,7 @@ func newActiveKey(zoneID string, k store.SigningKey) store.SigningKey {
 	k.ZoneID = zoneID
 	k.Status = store.StatusActive
 	k.CreatedAt = orNow(k.CreatedAt)
+	k.ActivatesAt = time.Time{}
 	k.RetiredAt = time.Time{}
 	k.NotAfter = time.Time{}
 	return k

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"applications", testApplications},
 		{"resources", testResources},
 		{"signing keys", testSigningKeys},
+		{"key rotation modes", testKeyRotationModes},
 		{"policy bundles", testPolicyBundles},
 		{"sessions", testSessions},
 		{"revoking a session", testRevokeSession},
@@ -378,7 +379,7 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	})
 	t.Run("rotation retires the active key until retireUntil", func(t *testing.T) {
 		next := key("k-a2")
-		must(t, s.RotateSigningKey(ctx, "a", next, now, until), "RotateSigningKey")
+		must(t, s.RotateSigningKey(ctx, "a", next, rotateAt(now, until)), "RotateSigningKey")
 		next.Sealed[0] = 'X'
 		keys, err := s.SigningKeys(ctx, "a", now)
 		must(t, err, "SigningKeys")
@@ -395,7 +396,7 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	})
 	t.Run("retired keys come newest first after the active one", func(t *testing.T) {
 		later := now.Add(time.Minute)
-		must(t, s.RotateSigningKey(ctx, "a", key("k-a3"), later, later.Add(time.Hour)), "RotateSigningKey")
+		must(t, s.RotateSigningKey(ctx, "a", key("k-a3"), rotateAt(later, later.Add(time.Hour))), "RotateSigningKey")
 		keys, err := s.SigningKeys(ctx, "a", later)
 		must(t, err, "SigningKeys")
 		var kids []string
@@ -405,7 +406,7 @@ func testSigningKeys(t *testing.T, s store.Store) {
 		equal(t, kids, []string{"k-a3/active", "k-a2/retired", "k-a/retired"}, "key order")
 	})
 	t.Run("an existing kid conflicts and changes nothing", func(t *testing.T) {
-		wantErr(t, s.RotateSigningKey(ctx, "a", key("k-a2"), now, until), store.ErrConflict, "RotateSigningKey to a used kid")
+		wantErr(t, s.RotateSigningKey(ctx, "a", key("k-a2"), rotateAt(now, until)), store.ErrConflict, "RotateSigningKey to a used kid")
 		keys, err := s.SigningKeys(ctx, "a", now)
 		must(t, err, "SigningKeys")
 		equal(t, keys[0].KID, "k-a3", "active key after the refused rotation")
@@ -413,10 +414,10 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	t.Run("a missing zone is not found and a foreign key is refused", func(t *testing.T) {
 		_, err := s.SigningKeys(ctx, "nope", now)
 		wantErr(t, err, store.ErrNotFound, "SigningKeys")
-		wantErr(t, s.RotateSigningKey(ctx, "nope", key("k-x"), now, until), store.ErrNotFound, "RotateSigningKey")
+		wantErr(t, s.RotateSigningKey(ctx, "nope", key("k-x"), rotateAt(now, until)), store.ErrNotFound, "RotateSigningKey")
 		k := key("k-y")
 		k.ZoneID = "b"
-		if err := s.RotateSigningKey(ctx, "a", k, now, until); err == nil {
+		if err := s.RotateSigningKey(ctx, "a", k, rotateAt(now, until)); err == nil {
 			t.Fatal("RotateSigningKey accepted a key of zone b into zone a")
 		}
 	})
