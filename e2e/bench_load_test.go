@@ -116,6 +116,31 @@ func (li *loadInstance) url(path string) string {
 
 func (li *loadInstance) pid() int { return li.cmd.Process.Pid }
 
+// profile starts fetching a CPU profile of seconds from the server's admin endpoint
+// into path; the returned function waits for it.
+func (li *loadInstance) profile(b *testing.B, path string, seconds int) func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", li.admin, seconds))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("profile: %d %s", resp.StatusCode, raw)
+		}
+		if err == nil {
+			err = os.WriteFile(path, raw, 0o644)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	})
+	return wg.Wait
+}
+
 // procCPU is the CPU time the process's threads have run so far: the sum of the first
 // field of /proc/<pid>/task/*/schedstat, in nanoseconds (Go keeps its threads, so none of
 // the process's time leaves with an exited thread during a run).
@@ -391,7 +416,8 @@ func pctf(f float64) string { return fmt.Sprintf("±%.0f %%", 100*f) }
 // and on PostgreSQL with 2,000 sessions against raw ES256 signing; and a 1 GiB stream
 // through both routes. Rates and CPU figures are medians over rounds; every ratio is
 // against the baseline measured in the same run. It prints markdown tables, also written
-// to the file named by $LOADTEST_REPORT when set. Run it once:
+// to the file named by $LOADTEST_REPORT when set; with $LOADTEST_PROFILE_DIR set it also
+// saves a CPU profile of the server during each cold row there. Run it once:
 //
 //	go test ./e2e -run '^$' -bench LoadReport -benchtime 1x -timeout 30m
 func BenchmarkLoadReport(b *testing.B) {
@@ -454,6 +480,12 @@ func gatewayRows(b *testing.B, r *report, li *loadInstance) {
 		}
 		for _, cs := range cases {
 			plain, guarded := new(side), new(side)
+			if dir := os.Getenv("LOADTEST_PROFILE_DIR"); dir != "" && cs.cold {
+				// A CPU profile of the server over the row's first seconds, from Caddy's
+				// admin endpoint, for `go tool pprof`.
+				done := li.profile(b, fmt.Sprintf("%s/cold-c%d.pprof", dir, c), 3)
+				defer done()
+			}
 			interleave(b, func(int) int { return li.pid() }, loadRounds, []*side{plain, guarded}, func(s, round int) ([]time.Duration, time.Duration, int) {
 				lat, elapsed, err := drive(c, cs.n, func(i int) error {
 					if s == 0 {
