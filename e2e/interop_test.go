@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -28,6 +29,9 @@ import (
 // The Node client package: unmodified oauth4webapi and jose from the npm registry,
 // pinned by its package-lock.json.
 const nodeClients = "testdata/node"
+
+// minNodeMajor is the oldest Node.js release line that package.json's engines accepts.
+const minNodeMajor = 20
 
 // The demo zone's agent, as Caddyfile.example declares it.
 const (
@@ -51,6 +55,14 @@ func nodeInstalled(t *testing.T) {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the interop suite needs %s, which is not installed: run `make services` (it installs nodejs and npm)", tool)
 		}
+	}
+	version, err := exec.Command("node", "--version").Output()
+	if err != nil {
+		t.Fatalf("node --version: %v", err)
+	}
+	var major int
+	if _, err := fmt.Sscanf(string(version), "v%d.", &major); err != nil || major < minNodeMajor {
+		t.Fatalf("node %s is too old: the pinned client libraries need Node.js %d or newer", strings.TrimSpace(string(version)), minNodeMajor)
 	}
 	if _, err := os.Stat(filepath.Join(nodeClients, "node_modules")); err == nil {
 		return
@@ -172,8 +184,8 @@ func TestInteropNodeOAuthFlow(t *testing.T) {
 	if f.SessionBasic.Claims.SID == f.SessionPost.Claims.SID {
 		t.Errorf("two client_credentials grants share the session %q", f.SessionBasic.Claims.SID)
 	}
-	if c := f.ClientCredentialsNone; !c.Refused || c.Status != http.StatusUnauthorized || c.Error != "invalid_client" {
-		t.Errorf("client_credentials with none: %+v, want 401 invalid_client", c)
+	if c := f.ClientCredentialsNone; !c.Refused || c.Status != http.StatusUnauthorized || c.Error != "invalid_client" || c.Scheme != "basic" {
+		t.Errorf("client_credentials with none: %+v, want 401 invalid_client with a Basic challenge", c)
 	}
 
 	checkResourceMandate := func(what string, v nodeVerified, scope string) {

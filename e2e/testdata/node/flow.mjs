@@ -37,8 +37,11 @@ async function refusal(fn) {
       return { refused: true, status: err.status, error: err.error };
     }
     if (err instanceof oauth.WWWAuthenticateChallengeError) {
+      // The library reports the challenge and leaves the body unread; an RFC 6749 error
+      // in the body (a 401 invalid_client with a Basic challenge) is read from it.
       const c = err.cause[0];
-      return { refused: true, status: err.status, scheme: c.scheme, error: c.parameters.error };
+      const body = await err.response.json().catch(() => ({}));
+      return { refused: true, status: err.status, scheme: c.scheme, error: c.parameters.error ?? body.error };
     }
     throw err;
   }
