@@ -148,12 +148,14 @@ type nodeFlow struct {
 	CallAfterRevoke     nodeRefusal `json:"call_after_revoke"`
 	ExchangeAfterRevoke nodeRefusal `json:"exchange_after_revoke"`
 	PostSessionExchange nodeRefusal `json:"post_session_exchange"`
+	PostSessionRevoked  nodeRefusal `json:"post_session_exchange_after_revoke"`
 }
 
 // TestInteropNodeOAuthFlow drives the demo with oauth4webapi and jose, unmodified:
 // discovery, client_credentials (basic, post, none refused, with resource), token
 // exchange with none identification, the gateway call, revocation with none
-// identification and the refusals that follow.
+// identification (and with client_secret_basic and a refresh_token hint) and the
+// refusals that follow.
 func TestInteropNodeOAuthFlow(t *testing.T) {
 	nodeInstalled(t)
 	in, issuer, resource := startDemo(t)
@@ -225,6 +227,9 @@ func TestInteropNodeOAuthFlow(t *testing.T) {
 	}
 	if c := f.PostSessionExchange; c.Refused {
 		t.Errorf("the other session was refused after the first was revoked: %+v", c)
+	}
+	if c := f.PostSessionRevoked; !c.Refused || c.Status != http.StatusBadRequest || c.Error != "invalid_grant" {
+		t.Errorf("exchange of the session revoked with a refresh_token hint: %+v, want 400 invalid_grant", c)
 	}
 }
 

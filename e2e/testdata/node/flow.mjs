@@ -2,10 +2,11 @@
 // zone (RFC 8414), gets session mandates with client_credentials (client_secret_basic
 // and client_secret_post), a resource mandate in one step (RFC 8707 resource) and by
 // token exchange (RFC 8693) with `none` identification, calls the gateway, and revokes
-// the session (RFC 7009) with `none` identification; jose verifies the mandates against
-// the zone's JWKS. The script asserts nothing: it prints one JSON document of what each
-// library observed, and the Go test that runs it decides. It exits non-zero only when a
-// library throws where the flow expects success.
+// the sessions (RFC 7009), with `none` identification and with client_secret_basic and
+// a refresh_token hint; jose verifies the mandates against the zone's JWKS. The script
+// asserts nothing: it prints one JSON document of what each library observed, and the
+// Go test that runs it decides. It exits non-zero only when a library throws where the
+// flow expects success.
 //
 // Environment: CARACAL_ISSUER (the zone's issuer), CARACAL_RESOURCE (the protected API),
 // CARACAL_CLIENT_ID and CARACAL_CLIENT_SECRET; NODE_EXTRA_CA_CERTS trusts the server.
@@ -192,6 +193,25 @@ out.exchange_after_revoke = await refusal(async () =>
 
 // The other session is untouched: it still exchanges, authenticated by client_secret_post.
 out.post_session_exchange = await refusal(async () =>
+  oauth.processGenericTokenEndpointResponse(
+    as,
+    client,
+    await oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretPost(secret), tokenExchange, {
+      subject_token: postSession,
+      subject_token_type: accessTokenType,
+      resource,
+    }),
+  ),
+);
+
+// 7. The other session, revoked with client_secret_basic and the hint a library sends
+// for refresh tokens (RFC 7009 2.1: only a hint), no longer exchanges.
+await oauth.processRevocationResponse(
+  await oauth.revocationRequest(as, client, oauth.ClientSecretBasic(secret), postSession, {
+    additionalParameters: { token_type_hint: 'refresh_token' },
+  }),
+);
+out.post_session_exchange_after_revoke = await refusal(async () =>
   oauth.processGenericTokenEndpointResponse(
     as,
     client,
