@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/caracalgw/caracal/internal/policy"
+	"github.com/caracalgw/caracal/internal/store"
 )
 
 // bundleDirs lists every directory of the embedded tree that holds Rego.
@@ -34,7 +35,7 @@ func bundleDirs(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"default", "examples/time_window", "examples/client_labels"} {
+	for _, want := range []string{"default", "examples/time_window", "examples/client_labels", "examples/mcp_tools"} {
 		if !slices.Contains(dirs, want) {
 			t.Fatalf("bundle %q is not embedded (found %v)", want, dirs)
 		}
@@ -254,5 +255,36 @@ func TestLoadAConfigMapVolume(t *testing.T) {
 	}
 	if string(data) != files["data.json"] {
 		t.Fatalf("data = %s", data)
+	}
+}
+
+// TestMCPToolsBundleGrantsDemoAgentTwoTools evaluates the mcp_tools example with its
+// shipped data.json in the embedded engine: demo-agent asking for every tool the MCP
+// resource declares gets exactly tool:search and tool:fetch.
+func TestMCPToolsBundleGrantsDemoAgentTwoTools(t *testing.T) {
+	modules, data, err := Load(bundles, "examples/mcp_tools")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := policy.NewEmbedded(policy.EmbeddedOptions{})
+	if err := engine.Load(t.Context(), "demo", &store.PolicyBundle{ZoneID: "demo", Version: 1, Modules: modules, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	in := func(client string, scopes ...string) *policy.Input {
+		return &policy.Input{
+			ZoneID: "demo", Action: policy.ActionTokenExchange,
+			Client:          policy.Client{ID: client},
+			Session:         policy.Session{SID: "s-1", RootSID: "s-1"},
+			Resource:        policy.Resource{Identifier: "https://localhost:8443/mcp", Scopes: []string{"tool:search", "tool:fetch", "tool:delete"}},
+			RequestedScopes: scopes,
+			Time:            1767225600,
+		}
+	}
+	d := engine.Evaluate(t.Context(), "demo", in("demo-agent", "tool:search", "tool:fetch", "tool:delete"))
+	if !d.Allow || !d.HasScopes || !slices.Equal(d.Scopes, []string{"tool:search", "tool:fetch"}) {
+		t.Fatalf("demo-agent: %+v", d)
+	}
+	if d := engine.Evaluate(t.Context(), "demo", in("demo-agent", "tool:delete")); d.Allow {
+		t.Fatalf("demo-agent asking for tool:delete alone: %+v", d)
 	}
 }

@@ -81,8 +81,9 @@ func viewEdge(e store.Edge, now time.Time) edgeView {
 }
 
 // createDelegation: POST /v1/zones/{zone}/delegations, by the source session with its
-// session mandate. The rules of docs/protocol.md section 4 are checked first against what was
-// read, then again inside the creating transaction against the locked graph.
+// session mandate. The rules of docs/protocol.md section 4 (package delegation) are
+// checked first against what was read, then again inside the creating transaction
+// against the locked graph.
 func (s *Service) createDelegation(w http.ResponseWriter, r *http.Request) {
 	zoneID := r.PathValue("zone")
 	c, aerr := s.requireSource(r, zoneID)
