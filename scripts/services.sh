@@ -75,6 +75,12 @@ done
 if ((${#missing_packages[@]} > 0)); then
 	apt_install "${missing_packages[@]}"
 fi
+# The pinned client libraries need Node.js 20 or newer; Debian 12's nodejs is 18.
+NODE_MIN_MAJOR=20
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < NODE_MIN_MAJOR)); then
+	die "node $(node --version) is older than $NODE_MIN_MAJOR, which the e2e interop tests need: install Node.js $NODE_MIN_MAJOR or newer (Debian 13's nodejs, or NodeSource's packages)"
+fi
 
 if pg_up && redis_answers; then
 	log "PostgreSQL ($PG_HOST:$PG_PORT) and Redis ($REDIS_HOST:$REDIS_PORT) already answer; nothing to do."
