@@ -147,6 +147,7 @@ type nodeFlow struct {
 	Revoked             bool        `json:"revoked"`
 	CallAfterRevoke     nodeRefusal `json:"call_after_revoke"`
 	ExchangeAfterRevoke nodeRefusal `json:"exchange_after_revoke"`
+	RevokeAsOtherClient nodeRefusal `json:"revoke_as_other_client"`
 	PostSessionExchange nodeRefusal `json:"post_session_exchange"`
 	PostSessionRevoked  nodeRefusal `json:"post_session_exchange_after_revoke"`
 }
@@ -224,6 +225,9 @@ func TestInteropNodeOAuthFlow(t *testing.T) {
 	}
 	if c := f.ExchangeAfterRevoke; !c.Refused || c.Status != http.StatusBadRequest || c.Error != "invalid_grant" {
 		t.Errorf("exchange of the revoked session: %+v, want 400 invalid_grant", c)
+	}
+	if c := f.RevokeAsOtherClient; !c.Refused || c.Status != http.StatusUnauthorized || c.Error != "invalid_client" {
+		t.Errorf("revocation identified as another client of the zone: %+v, want 401 invalid_client", c)
 	}
 	if c := f.PostSessionExchange; c.Refused {
 		t.Errorf("the other session was refused after the first was revoked: %+v", c)

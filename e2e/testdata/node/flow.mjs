@@ -191,6 +191,14 @@ out.exchange_after_revoke = await refusal(async () =>
   ),
 );
 
+// Another client of the zone cannot revoke this client's session by naming itself.
+out.revoke_as_other_client = await refusal(async () => {
+  const other = { client_id: 'worker-agent' };
+  return oauth.processRevocationResponse(
+    await oauth.revocationRequest(as, other, oauth.None(), postSession),
+  );
+});
+
 // The other session is untouched: it still exchanges, authenticated by client_secret_post.
 out.post_session_exchange = await refusal(async () =>
   oauth.processGenericTokenEndpointResponse(
