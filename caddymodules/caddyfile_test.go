@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/verify"
 )
 
 func parse(src string) (*Handler, error) {
@@ -147,8 +148,8 @@ func TestProvisionAppliesDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Cleanup()
-	if h.CheckBytes != DefaultCheckBytes || !h.forward || !h.endOnExp || h.leeway != 30*time.Second || h.exchanger != nil {
-		t.Fatalf("defaults: check_bytes %d, forward %v, end on expiry %v, leeway %s", h.CheckBytes, h.forward, h.endOnExp, h.leeway)
+	if h.CheckBytes != verify.DefaultCheckBytes || !h.forward || !h.endOnExp || h.verifier.Leeway() != 30*time.Second || h.exchanger != nil {
+		t.Fatalf("defaults: check_bytes %d, forward %v, end on expiry %v, leeway %s", h.CheckBytes, h.forward, h.endOnExp, h.verifier.Leeway())
 	}
 	if h.pipeline.Transport != "local" {
 		t.Fatalf("transport %q, want local", h.pipeline.Transport)

@@ -10,11 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/sync/singleflight"
 
+	"github.com/caracalgw/caracal/internal/cache"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
@@ -49,8 +50,8 @@ type exchanger struct {
 	renew    time.Duration
 	client   *http.Client
 
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]exchanged
+	cache  *cache.Cache[[sha256.Size]byte, exchanged]
+	flight singleflight.Group // one exchange at a time per session mandate
 }
 
 type exchanged struct {
@@ -67,7 +68,7 @@ func newExchanger(cfg *ExchangeConfig, iss, resource string, scopes []string, lo
 		resource: resource,
 		scopes:   scopes,
 		renew:    time.Duration(cfg.RenewBefore),
-		cache:    make(map[[sha256.Size]byte]exchanged),
+		cache:    cache.New[[sha256.Size]byte, exchanged](maxExchangeCache, 0, nil),
 		client: &http.Client{
 			Timeout:       5 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -101,39 +102,36 @@ func (x *exchanger) resourceMandate(ctx context.Context, session string, v *veri
 		return nil, "", &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token too large"}
 	}
 	key := sha256.Sum256([]byte(session))
-	x.mu.Lock()
-	e, ok := x.cache[key]
-	x.mu.Unlock()
+	e, ok := x.cache.Get(key)
 	if !ok || time.Until(e.exp) < x.renew {
-		tok, exp, err := x.exchange(ctx, session)
+		// Requests with the same session mandate that miss together share one exchange;
+		// it runs on its own deadline, so that one client leaving does not fail the others.
+		res, err, _ := x.flight.Do(string(key[:]), func() (any, error) {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exchangeTimeout)
+			defer cancel()
+			tok, exp, err := x.exchange(ctx, session)
+			if err != nil {
+				return nil, err
+			}
+			e := exchanged{token: tok, exp: exp}
+			x.cache.SetUntil(key, e, exp)
+			return e, nil
+		})
 		if err != nil {
 			return nil, "", err
 		}
-		e = exchanged{token: tok, exp: exp}
-		x.mu.Lock()
-		if len(x.cache) >= maxExchangeCache {
-			now := time.Now()
-			for k, old := range x.cache {
-				if now.After(old.exp) {
-					delete(x.cache, k)
-				}
-			}
-			if len(x.cache) >= maxExchangeCache {
-				clear(x.cache)
-			}
-		}
-		x.cache[key] = e
-		x.mu.Unlock()
+		e = res.(exchanged)
 	}
 	c, err := v.Verify(ctx, e.token)
 	if err != nil {
-		x.mu.Lock()
-		delete(x.cache, key)
-		x.mu.Unlock()
+		x.cache.Delete(key)
 		return nil, "", err
 	}
 	return c, e.token, nil
 }
+
+// exchangeTimeout bounds one exchange, in process or over HTTP.
+const exchangeTimeout = 5 * time.Second
 
 // exchange asks the STS, in process or over HTTP, and maps its OAuth error to the
 // gateway's RFC 6750 answer.

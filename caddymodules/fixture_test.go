@@ -1,21 +1,16 @@
 package caddymodules
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
-	"net"
-	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/revocation"
 	"github.com/caracalgw/caracal/verify"
@@ -29,6 +24,7 @@ const (
 // fixture is one zone with its own signing key. Every fixture gets a fresh zone id, so
 // revocations published on the process-wide local bus never touch another test.
 type fixture struct {
+	clock  *testenv.Clock
 	zone   string
 	issuer string
 	signer *mandate.Signer
@@ -47,6 +43,7 @@ func newFixture(tb testing.TB) *fixture {
 	}
 	zone := "z-" + randomHex(tb, 6)
 	return &fixture{
+		clock:  testenv.NewClock(time.Now()),
 		zone:   zone,
 		issuer: mandate.IssuerURL(testBase, zone),
 		signer: signer,
@@ -64,10 +61,10 @@ func randomHex(tb testing.TB, n int) string {
 }
 
 // claims are those of a resource mandate for testResource with the read and write
-// scopes, on a session of its own, valid for five minutes of the real clock (the guard
-// ends responses by the real clock).
+// scopes, on a session of its own, valid for five minutes of the fixture's clock (which
+// the handler's verifier and response guard read).
 func (f *fixture) claims(tb testing.TB) *mandate.Claims {
-	now := time.Now().Unix()
+	now := f.clock.Now().Unix()
 	sid := "sid-" + randomHex(tb, 8)
 	return &mandate.Claims{
 		Issuer: f.issuer, Subject: "agent-1", Audience: testResource,
@@ -104,8 +101,8 @@ func (f *fixture) revocationEvent(sid string) revocation.Event {
 }
 
 // newHandler provisions h as Caddy would, on the process-wide local revocation bus,
-// then gives it a verifier that knows the fixture's key: a bare test context has no STS
-// to take keys from.
+// then gives it a verifier that knows the fixture's key (a bare test context has no STS
+// to take keys from), and the verifier and its response guard the fixture's clock.
 func (f *fixture) newHandler(tb testing.TB, h *Handler) *Handler {
 	tb.Helper()
 	if h.Issuer == "" {
@@ -133,11 +130,16 @@ func (f *fixture) newHandler(tb testing.TB, h *Handler) *Handler {
 		Revocations: h.pipeline.Store,
 		Source:      h.pipeline.Source,
 		Leeway:      time.Duration(h.Leeway),
+		Now:         f.clock.Now,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	h.verifier = v
+	h.clock = f.clock
+	if err := h.newGuard(); err != nil {
+		tb.Fatal(err)
+	}
 	h.logger = zaptest.NewLogger(tb)
 	heartbeats(tb, h.pipeline.Publisher, h.pipeline.Key)
 	return h
@@ -185,109 +187,20 @@ func (f *fixture) revoke(tb testing.TB, h *Handler, sid string) {
 	}
 }
 
-// recorder is the writer under a guard. It records what reaches it and offers every
-// optional interface the guard must route through itself (ReadFrom, flushing,
-// hijacking) plus one it must leave to http.ResponseController (write deadlines), so a
-// test sees whether the guard bypassed its checks. With keep false it records only
-// counts, so writing to it does not allocate.
-type recorder struct {
-	header http.Header
-	status int
-	keep   bool
-
-	n        int   // body bytes received
-	writes   []int // sizes of the writes received, when keep is set
-	body     []byte
-	readFrom int // calls of ReadFrom: the guard must never delegate to it
-	flushes  int
-	deadline time.Time
-	conn     net.Conn // what Hijack hands out
-}
-
-func newRecorder(keep bool) *recorder {
-	return &recorder{header: make(http.Header), keep: keep}
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-
-func (r *recorder) WriteHeader(status int) {
-	if r.status == 0 {
-		r.status = status
+// payload is n bytes that differ from one position to the next.
+func payload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i % 251)
 	}
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	r.n += len(p)
-	if r.keep {
-		r.writes = append(r.writes, len(p))
-		r.body = append(r.body, p...)
-	}
-	return len(p), nil
-}
-
-func (r *recorder) ReadFrom(io.Reader) (int64, error) {
-	r.readFrom++
-	return 0, nil
-}
-
-func (r *recorder) FlushError() error {
-	r.flushes++
-	return nil
-}
-
-func (r *recorder) SetWriteDeadline(t time.Time) error {
-	r.deadline = t
-	return nil
-}
-
-func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return r.conn, bufio.NewReadWriter(bufio.NewReader(r.conn), bufio.NewWriter(r.conn)), nil
-}
-
-// probe is a guard built the way ServeHTTP builds one, with its hooks counted.
-type probe struct {
-	g *guard
-
-	mu        sync.Mutex
-	checksAt  []int // recorder byte counts at which the mandate was checked
-	arms      int
-	cancelled bool
-}
-
-// newProbe guards rec, checking every bytes; revoked answers the checks.
-func newProbe(rec *recorder, every int, revoked func() bool) *probe {
-	p := new(probe)
-	p.g = &guard{
-		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: rec},
-		every:                 int64(every),
-		check: func() bool {
-			p.mu.Lock()
-			p.checksAt = append(p.checksAt, rec.n)
-			p.mu.Unlock()
-			return revoked()
-		},
-		arm: func() {
-			p.mu.Lock()
-			p.arms++
-			p.mu.Unlock()
-		},
-		cancel: func() {
-			p.mu.Lock()
-			p.cancelled = true
-			p.mu.Unlock()
-		},
-	}
-	p.g.self.g = p.g
 	return p
 }
 
-func (p *probe) state() (checksAt []int, arms int, cancelled bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]int(nil), p.checksAt...), p.arms, p.cancelled
+// armWatch waits until a streaming response has started its revocation watch's timer on
+// the fixture's clock, then moves the clock past the watch's delay (well under a second)
+// so that the watch is in place.
+func (f *fixture) armWatch(tb testing.TB) {
+	tb.Helper()
+	testenv.WaitFor(tb, "the stream watch to start", func() bool { return f.clock.Timers() > 0 })
+	f.clock.Advance(time.Second)
 }
-
-func never() bool { return false }

@@ -1,15 +1,13 @@
 // Package caddymodules is the Caddy glue of the Caracal gateway: the caracal_mandate HTTP
 // handler that verifies resource mandates in front of reverse_proxy (SPEC.md section 7),
-// its Caddyfile directive, and the response writer that re-checks revocation while a
-// response streams.
+// and its Caddyfile directive. Responses are guarded by verify.Guard, which re-checks
+// revocation while they stream.
 package caddymodules
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -25,9 +23,6 @@ import (
 func init() {
 	caddy.RegisterModule(new(Handler))
 }
-
-// DefaultCheckBytes is how often (in response bytes) revocation is re-checked.
-const DefaultCheckBytes = 4096
 
 // Handler verifies the request's resource mandate and guards the response.
 type Handler struct {
@@ -63,13 +58,13 @@ type Handler struct {
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
 
 	verifier  *verify.Verifier
+	guard     *verify.Guard
 	pipeline  *caddyrev.Handle
 	exchanger *exchanger
 	forward   bool
 	endOnExp  bool
-	// leeway is the effective clock leeway of the verifier: a response ends when its
-	// mandate stops verifying, at exp plus this, not at exp itself.
-	leeway  time.Duration
+	// clock is the guard's clock: verify.SystemClock when nil.
+	clock   verify.Clock
 	logger  *zap.Logger
 	metrics *metrics
 	// stopWatch ends the goroutine logging staleness changes.
@@ -89,10 +84,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("caracal_mandate: issuer and resource are required")
 	}
 	if h.CheckBytes == 0 {
-		h.CheckBytes = DefaultCheckBytes
-	}
-	if h.CheckBytes < 512 || h.CheckBytes > 1<<20 {
-		return fmt.Errorf("caracal_mandate: check_bytes %d is outside 512..1048576", h.CheckBytes)
+		h.CheckBytes = verify.DefaultCheckBytes
 	}
 	switch h.OnStale {
 	case "", "deny", "allow":
@@ -101,7 +93,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.forward = h.ForwardMandate == nil || *h.ForwardMandate
 	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
-	h.leeway = effectiveLeeway(time.Duration(h.Leeway))
 
 	app := stsApp(ctx)
 	sts := stsService(app)
@@ -142,6 +133,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("caracal_mandate: %w", err)
 	}
+	if err := h.newGuard(); err != nil {
+		return err
+	}
 	if h.Exchange != nil {
 		if h.exchanger, err = newExchanger(h.Exchange, h.Issuer, h.Resource, h.Scopes, sts, h.verifier.ZoneID()); err != nil {
 			return fmt.Errorf("caracal_mandate: %w", err)
@@ -154,16 +148,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// effectiveLeeway is the leeway mandate.Verifier applies for a configured one: the
-// default when zero, none when negative.
-func effectiveLeeway(d time.Duration) time.Duration {
-	switch {
-	case d == 0:
-		return mandate.DefaultLeeway
-	case d < 0:
-		return 0
+// newGuard builds the response guard of h's verifier.
+func (h *Handler) newGuard() error {
+	g, err := verify.NewGuard(h.verifier, verify.GuardOptions{CheckBytes: h.CheckBytes, KeepOnExpiry: !h.endOnExp, Clock: h.clock})
+	if err != nil {
+		return fmt.Errorf("caracal_mandate: %w", err)
 	}
-	return d
+	h.guard = g
+	return nil
 }
 
 // stsApp returns the caracal_sts app of this configuration, nil when there is none.
@@ -234,33 +226,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.auth.user.jti", claims.ID)
 	}
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	g := &guard{
-		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
-		every:                 int64(h.CheckBytes),
-		check:                 func() bool { return h.verifier.Revoked(claims) },
-		cancel:                cancel,
-	}
-	g.self.g = g
-	if h.endOnExp {
-		// The verifier accepts the mandate until exp plus the leeway; ending the response
-		// earlier would cut, at its first byte, a response the request was admitted for.
-		g.expires = time.Unix(claims.Expiry, 0).Add(h.leeway).UnixNano()
-	}
-	sw := &streamWatch{}
-	g.arm = func() { sw.start(h, g, claims, ctx) }
+	gw, gr := h.guard.Wrap(w, r, claims)
 	defer func() {
 		// Runs when reverse_proxy panics with http.ErrAbortHandler too.
-		sw.stop()
-		if g.aborted.Load() {
+		gw.Close()
+		if gw.Aborted() {
 			h.metrics.streamsCut.Inc()
 			h.logger.Info("response aborted: mandate revoked or expired", zap.String("zone", claims.ZoneID), zap.String("sid", claims.SID), zap.String("jti", claims.ID))
 		}
 	}()
-	err = next.ServeHTTP(g, r.WithContext(ctx))
-	if g.aborted.Load() {
-		if g.header {
+	err = next.ServeHTTP(gw, gr)
+	if gw.Aborted() {
+		if gw.Started() {
 			// Headers are out: make sure the client cannot take the response as complete.
 			panic(http.ErrAbortHandler)
 		}
@@ -268,68 +245,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return err
-}
-
-// streamWatchDelay is how long a response that turned out to be a stream (no small
-// Content-Length, a flush, an upgrade) may run before it is watched. Most such
-// responses of an API are over sooner, and watching costs a registration in the
-// revocation set, a goroutine and a timer; a stream that lasts is watched from then on,
-// and a revocation that arrived in the meantime is found when the watch starts.
-const streamWatchDelay = 20 * time.Millisecond
-
-// streamWatch aborts a streaming response as soon as its mandate is revoked or expires,
-// even when the response sends nothing. start may run on another goroutine than the
-// handler's (reverse_proxy flushes from a timer), hence the lock.
-type streamWatch struct {
-	mu      sync.Mutex
-	stopped bool
-	delay   *time.Timer
-	expiry  *time.Timer
-	release func()
-}
-
-// start arms the watch after streamWatchDelay; the guard calls it at most once.
-func (sw *streamWatch) start(h *Handler, g *guard, claims *mandate.Claims, ctx context.Context) {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	if sw.stopped {
-		return
-	}
-	sw.delay = time.AfterFunc(streamWatchDelay, func() {
-		sw.mu.Lock()
-		defer sw.mu.Unlock()
-		if sw.stopped {
-			return
-		}
-		revoked, release := h.verifier.Watch(claims)
-		sw.release = release
-		go func() {
-			select {
-			case <-revoked:
-				g.abort()
-			case <-ctx.Done():
-			}
-		}()
-		if g.expires != 0 {
-			sw.expiry = time.AfterFunc(time.Until(time.Unix(0, g.expires)), g.abort)
-		}
-	})
-}
-
-// stop ends the watch when the response is over.
-func (sw *streamWatch) stop() {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	sw.stopped = true
-	if sw.delay != nil {
-		sw.delay.Stop()
-	}
-	if sw.expiry != nil {
-		sw.expiry.Stop()
-	}
-	if sw.release != nil {
-		sw.release()
-	}
 }
 
 // refuse answers per RFC 6750 and counts the refusal.

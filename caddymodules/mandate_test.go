@@ -282,8 +282,8 @@ func TestHandlerAbortsAStreamOnRevocation(t *testing.T) {
 			if n+64<<10 >= total {
 				t.Fatalf("the whole body arrived (%d bytes)", n+64<<10)
 			}
-			if err := <-werr; !errors.Is(err, errStreamRevoked) {
-				t.Fatalf("the upstream's write failed with %v, want errStreamRevoked", err)
+			if err := <-werr; !errors.Is(err, verify.ErrResponseRevoked) {
+				t.Fatalf("the upstream's write failed with %v, want verify.ErrResponseRevoked", err)
 			}
 			testenv.WaitFor(t, "the cut stream to be counted", func() bool { return counterValue(t, h.metrics.streamsCut) > cutBefore })
 		})
@@ -319,6 +319,7 @@ func TestHandlerCutsAnIdleStreamOnRevocation(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
+			f.armWatch(t)
 			f.revoke(t, h, c.SID)
 			_, err = testenv.BodyEnd(t, resp.Body)
 			testenv.AssertAborted(t, err, h2)
@@ -377,6 +378,7 @@ func TestHandlerClosesAnUpgradedConnectionOnRevocation(t *testing.T) {
 	if _, err := io.ReadFull(br, echo); err != nil || string(echo) != "ping" {
 		t.Fatalf("echo %q, %v", echo, err)
 	}
+	f.armWatch(t)
 	f.revoke(t, h, c.SID)
 	if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
 		t.Fatalf("read after the revocation: %d, %v; want the connection closed", n, err)
@@ -407,7 +409,7 @@ func TestHandlerResponsesAndMandateExpiry(t *testing.T) {
 		h := f.newHandler(t, &Handler{Leeway: caddy.Duration(-1)})
 		ended := make(chan error, 1)
 		srv, client := serve(t, h, idle(ended), false)
-		tok, _ := f.token(t, func(c *mandate.Claims) { c.Expiry = time.Now().Add(2 * time.Second).Unix() })
+		tok, _ := f.token(t, func(c *mandate.Claims) { c.Expiry = f.clock.Now().Add(2 * time.Second).Unix() })
 		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := client.Do(req)
@@ -415,6 +417,9 @@ func TestHandlerResponsesAndMandateExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		// Once the watch is in place, its expiry timer fires when the clock passes exp.
+		f.armWatch(t)
+		f.clock.Advance(2 * time.Second)
 		_, err = testenv.BodyEnd(t, resp.Body)
 		testenv.AssertAborted(t, err, false)
 		<-ended
@@ -423,11 +428,11 @@ func TestHandlerResponsesAndMandateExpiry(t *testing.T) {
 		f := newFixture(t)
 		off := false
 		h := f.newHandler(t, &Handler{Leeway: caddy.Duration(-1), EndOnExpiry: &off})
-		tok, c := f.token(t, func(c *mandate.Claims) { c.Expiry = time.Now().Add(time.Second).Unix() })
-		// The handler waits past the expiry before writing: with end_on_expiry on, the
+		tok, _ := f.token(t, func(c *mandate.Claims) { c.Expiry = f.clock.Now().Add(time.Second).Unix() })
+		// The handler lets the mandate expire before writing: with end_on_expiry on, the
 		// first boundary check would end the response.
 		srv, client := serve(t, h, func(w http.ResponseWriter, r *http.Request) error {
-			time.Sleep(time.Until(time.Unix(c.Expiry, 0).Add(100 * time.Millisecond)))
+			f.clock.Advance(2 * time.Second)
 			_, err := io.WriteString(w, "late")
 			return err
 		}, false)

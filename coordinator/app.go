@@ -32,10 +32,12 @@ const DefaultSweepInterval = 30 * time.Second
 
 // App is the Coordinator. It uses the caracal_sts app of the same configuration for zone
 // keys, issuer URLs and policy reloads (the STS app need not serve its endpoints in this
-// process), and its storage unless storage is set here.
+// process), and its storage runtime: one store, and one outbox relay that publishes the
+// revocations made here as well as the STS's.
 type App struct {
-	// Storage selects the store. When absent, the caracal_sts app's storage is used
-	// (both share one pool per DSN either way).
+	// Storage, when set, must select the caracal_sts app's storage (the Coordinator
+	// always uses that one); it is accepted for older configurations and refused when
+	// it differs.
 	Storage *caddystore.Config `json:"storage,omitempty"`
 	// BootstrapToken is the global admin token, usually a placeholder such as
 	// {env.CARACAL_ADMIN_TOKEN}. At least 16 characters; empty disables it, leaving only
@@ -45,7 +47,7 @@ type App struct {
 	// zone epoch (default 30s).
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
-	store   *caddystore.Handle
+	runtime *caddystore.Runtime
 	service *control.Service
 	logger  *zap.Logger
 	stop    context.CancelFunc
@@ -56,7 +58,6 @@ type App struct {
 type stsApp interface {
 	Service() *issuer.Service
 	StorageConfig() caddystore.Config
-	Notify()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -64,7 +65,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "caracal_coordinator", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision opens the storage and builds the admin API.
+// Provision takes a reference on the STS's storage runtime and builds the admin API.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	v, err := ctx.AppIfConfigured("caracal_sts")
@@ -80,16 +81,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	cfg := sts.StorageConfig()
 	if a.Storage != nil {
-		cfg = *a.Storage
+		same, err := a.Storage.Same(cfg)
+		if err != nil {
+			return fmt.Errorf("caracal_coordinator: %w", err)
+		}
+		if !same {
+			return errors.New("caracal_coordinator: storage differs from the caracal_sts app's; the Coordinator uses the STS's storage (whose outbox relay publishes its revocations): remove the storage option here")
+		}
 	}
-	if a.store, err = caddystore.Open(ctx, cfg); err != nil {
+	if a.runtime, err = caddystore.Open(cfg); err != nil {
 		return fmt.Errorf("caracal_coordinator: %w", err)
 	}
 	a.service, err = control.New(control.Options{
-		Store:          a.store,
+		Store:          a.runtime.Store(),
 		STS:            sts.Service(),
 		BootstrapToken: caddy.NewReplacer().ReplaceKnown(a.BootstrapToken, ""),
-		Notify:         sts.Notify,
+		Notify:         a.runtime.Notify,
 		Logger:         a.logger,
 	})
 	if err != nil {
@@ -133,13 +140,13 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases the shared store.
-func (a *App) Cleanup() error { return a.store.Release() }
+// Cleanup releases the shared storage runtime.
+func (a *App) Cleanup() error { return a.runtime.Release() }
 
 // parseGlobal parses:
 //
 //	caracal_coordinator {
-//		storage         memory | postgres <dsn>
+//		storage         memory | postgres <dsn>  # only the caracal_sts app's storage is accepted
 //		bootstrap_token <token>
 //		sweep_interval  <duration>
 //	}

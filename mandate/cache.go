@@ -3,7 +3,9 @@ package mandate
 import (
 	"context"
 	"crypto/sha256"
-	"sync"
+	"time"
+
+	"github.com/caracalgw/caracal/internal/cache"
 )
 
 // DefaultCacheEntries bounds a CachedVerifier when no size is given.
@@ -14,13 +16,10 @@ const DefaultCacheEntries = 100_000
 // and a map lookup instead of a signature check. Times (exp, nbf, iat) are re-checked on
 // every hit against the current clock; the expectation must be the one the token was
 // verified under. Failures are never cached. Revocation is not the cache's business: callers
-// check it on every use.
+// check it on every use. A full cache evicts expired tokens, then the oldest stored.
 type CachedVerifier struct {
-	v   *Verifier
-	max int
-
-	mu      sync.RWMutex
-	entries map[[sha256.Size]byte]cached
+	v       *Verifier
+	entries *cache.Cache[[sha256.Size]byte, cached]
 }
 
 type cached struct {
@@ -34,7 +33,11 @@ func NewCachedVerifier(v *Verifier, maxEntries int) *CachedVerifier {
 	if maxEntries <= 0 {
 		maxEntries = DefaultCacheEntries
 	}
-	return &CachedVerifier{v: v, max: maxEntries, entries: make(map[[sha256.Size]byte]cached)}
+	now := v.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &CachedVerifier{v: v, entries: cache.New[[sha256.Size]byte, cached](maxEntries, 0, now)}
 }
 
 // Verify is Verifier.Verify with the cache in front. The returned claims may be shared with
@@ -44,14 +47,10 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 		return nil, ErrTooLarge
 	}
 	key := tokenKey(token)
-	c.mu.RLock()
-	e, ok := c.entries[key]
-	c.mu.RUnlock()
+	e, ok := c.entries.Get(key)
 	if ok && e.want == want {
 		if err := c.v.checkTimes(e.claims); err != nil {
-			c.mu.Lock()
-			delete(c.entries, key)
-			c.mu.Unlock()
+			c.entries.Delete(key)
 			return nil, err
 		}
 		return e.claims, nil
@@ -60,26 +59,10 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if len(c.entries) >= c.max {
-		c.evictLocked()
-	}
-	c.entries[key] = cached{claims: claims, want: want}
-	c.mu.Unlock()
+	// Past exp plus the leeway the token no longer verifies: a full cache drops it first.
+	until := time.Unix(claims.Expiry, 0).Add(EffectiveLeeway(c.v.Leeway))
+	c.entries.SetUntil(key, cached{claims: claims, want: want}, until)
 	return claims, nil
-}
-
-// evictLocked drops expired entries, and if the cache is still full, every entry: a full
-// cache of live tokens only costs re-verification, never correctness.
-func (c *CachedVerifier) evictLocked() {
-	for k, e := range c.entries {
-		if c.v.checkTimes(e.claims) != nil {
-			delete(c.entries, k)
-		}
-	}
-	if len(c.entries) >= c.max {
-		clear(c.entries)
-	}
 }
 
 // tokenKey hashes the token through a stack buffer (tokens are at most MaxTokenSize, checked

@@ -66,16 +66,28 @@ func TestCachedVerifier(t *testing.T) {
 			t.Fatalf("err = %v, want ErrExpired", err)
 		}
 	})
-	t.Run("the cache stays bounded", func(t *testing.T) {
+	t.Run("the cache stays bounded and a full one evicts only its oldest token", func(t *testing.T) {
+		var toks []string
 		for i := range 5 {
 			c := f.sessionClaims()
 			c.ID = strings.Repeat("j", i+1)
-			if _, err := cv.Verify(ctx, f.sign(t, TypSession, c), want); err != nil {
+			toks = append(toks, f.sign(t, TypSession, c))
+			if _, err := cv.Verify(ctx, toks[i], want); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(cv.entries); n > 2 {
+			if n := cv.entries.Len(); n > 2 {
 				t.Fatalf("%d entries in a cache of 2", n)
 			}
+		}
+		// The last two stored are still cached: verifying them again checks no signature.
+		before := keys.n.Load()
+		for _, tok := range toks[3:] {
+			if _, err := cv.Verify(ctx, tok, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if keys.n.Load() != before {
+			t.Fatalf("%d full verifications of the two newest tokens, want none", keys.n.Load()-before)
 		}
 	})
 	t.Run("oversized tokens are refused before hashing", func(t *testing.T) {

@@ -187,6 +187,18 @@ func headerString(h map[string]josejson.RawMessage, name string) (string, bool) 
 	return s, true
 }
 
+// EffectiveLeeway is the leeway a Verifier applies for a configured one: DefaultLeeway
+// when zero, none when negative.
+func EffectiveLeeway(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return DefaultLeeway
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 // checkTimes applies exp (required), nbf and iat with the leeway. Comparisons are done on the
 // clock side so that huge claim values cannot overflow into the past.
 func (v *Verifier) checkTimes(c *Claims) error {
@@ -194,13 +206,7 @@ func (v *Verifier) checkTimes(c *Claims) error {
 	if v.Now != nil {
 		now = v.Now
 	}
-	leeway := v.Leeway
-	switch {
-	case leeway == 0:
-		leeway = DefaultLeeway
-	case leeway < 0:
-		leeway = 0
-	}
+	leeway := EffectiveLeeway(v.Leeway)
 	t := now()
 	early, late := t.Add(-leeway).Unix(), t.Add(leeway).Unix()
 	if c.Expiry == 0 {

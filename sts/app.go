@@ -21,7 +21,6 @@ import (
 	"github.com/caracalgw/caracal/internal/harden"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/keys"
-	"github.com/caracalgw/caracal/internal/outbox"
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/policies"
 )
@@ -58,14 +57,11 @@ type App struct {
 	// Redis. The STS relays its storage outbox there.
 	Revocation caddyrev.Config `json:"revocation,omitzero"`
 
-	store    *caddystore.Handle
+	runtime  *caddystore.Runtime
 	engine   policy.Engine
 	service  *issuer.Service
 	pipeline *caddyrev.Handle
-	relay    *outbox.Relay
-	purger   *outbox.Retention
-	stop     context.CancelFunc
-	done     chan struct{}
+	specs    []issuer.ZoneSpec
 	logger   *zap.Logger
 }
 
@@ -133,8 +129,9 @@ var memoryKEK = sync.OnceValues(func() ([]byte, error) {
 	return k, err
 })
 
-// Provision opens storage, builds the policy engine and the STS, and applies the
-// declared zones.
+// Provision opens the storage runtime (connecting and checking the schema, without
+// writing), builds the policy engine and the STS, and checks the declared zones. The
+// zones are written at Start.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	harden.LogApp(a.logger, "caracal_sts", a)
@@ -146,18 +143,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if a.store, err = caddystore.Open(ctx, a.Storage); err != nil {
+	if a.Revocation.Retention < 0 {
+		return errors.New("caracal_sts: revocation retention must not be negative")
+	}
+	if a.runtime, err = caddystore.Open(a.Storage); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
 	if a.pipeline, err = caddyrev.Open(ctx, a.Revocation, a.logger); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
-	a.relay = outbox.New(outbox.Options{Store: a.store, Publisher: a.pipeline.Publisher, Key: a.pipeline.Key, Logger: a.logger})
-	registerRelayMetrics(ctx.GetMetricsRegistry())
-	// Storage keeps what the streams keep: the revocation retention is the horizon.
-	if a.purger, err = outbox.NewRetention(outbox.RetentionOptions{Store: a.store, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
-	}
+	registerRelayMetrics(ctx.GetMetricsRegistry(), caddystore.RunningRelays)
 	compiler := policy.NewCompiler(policy.CompilerOptions{
 		Limits: policy.Limits{
 			MaxBundleBytes: a.Policy.MaxBundleBytes,
@@ -177,7 +172,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.service, err = issuer.New(issuer.Options{
 		BaseURL:            repl.ReplaceKnown(a.BaseURL, ""),
-		Store:              a.store,
+		Store:              a.runtime.Store(),
 		Policy:             a.engine,
 		Compiler:           compiler,
 		KEK:                kek,
@@ -186,8 +181,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		MandateLifetime:    time.Duration(a.MandateLifetime),
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
-		Revoked:            a.relay.Notify,
-		Published:          a.relay.Flush,
+		Revoked:            a.runtime.Notify,
+		Published:          a.runtime.Flush,
 		Revocations:        a.pipeline.Store,
 		RevocationSource:   a.pipeline.Source,
 		Epochs:             a.pipeline.Epochs,
@@ -197,14 +192,38 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
-	specs, err := a.zoneSpecs(repl)
-	if err != nil {
+	if a.specs, err = a.zoneSpecs(repl); err != nil {
 		return fmt.Errorf("caracal_sts: %w", err)
 	}
-	bctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := a.service.Bootstrap(bctx, specs); err != nil {
-		return fmt.Errorf("caracal_sts: bootstrapping zones: %w", err)
+	if err := a.checkZones(ctx); err != nil {
+		return fmt.Errorf("caracal_sts: %w", err)
+	}
+	return nil
+}
+
+// checkZones refuses, at provision time and without storage, what Bootstrap would
+// refuse at start: a bad zone id, an application without a client id or secret, a bad
+// resource, a policy bundle that does not compile.
+func (a *App) checkZones(ctx context.Context) error {
+	for _, z := range a.specs {
+		if !issuer.ZoneIDPattern.MatchString(z.ID) {
+			return fmt.Errorf("zone id %q does not match %s", z.ID, issuer.ZoneIDPattern)
+		}
+		for _, app := range z.Applications {
+			if app.ClientID == "" || app.Secret == "" {
+				return fmt.Errorf("zone %s: application %q needs a client id and a secret", z.ID, app.ClientID)
+			}
+		}
+		for _, r := range z.Resources {
+			if err := issuer.ValidateResource(r.Identifier, r.Scopes); err != nil {
+				return fmt.Errorf("zone %s: %w", z.ID, err)
+			}
+		}
+		if z.Policy != nil {
+			if _, err := a.service.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data); err != nil {
+				return fmt.Errorf("zone %s: policy bundle: %w", z.ID, err)
+			}
+		}
 	}
 	return nil
 }
@@ -304,39 +323,33 @@ func loadBundle(source string, grants []GrantConfig) (*issuer.PolicySpec, error)
 	return &issuer.PolicySpec{Modules: modules, Data: merged}, nil
 }
 
-// Start runs the outbox relay and the retention purge; everything else was built in
-// Provision.
+// Start sets the storage up (migrations, then the declared zones, under the storage-wide
+// lock) and runs the outbox relay and the retention purge of this storage and
+// revocation transport, unless a configuration being replaced already runs them.
 func (a *App) Start() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	a.stop, a.done = cancel, make(chan struct{})
-	trackRelay(a.relay, true)
-	go func() {
-		defer close(a.done)
-		var wg sync.WaitGroup
-		wg.Go(func() { a.purger.Run(ctx) })
-		a.relay.Run(ctx)
-		wg.Wait()
-	}()
-	return nil
-}
-
-// Stop stops the relay; rows it did not publish stay in the outbox for the next one.
-func (a *App) Stop() error {
-	if a.stop != nil {
-		a.stop()
-		<-a.done
-		trackRelay(a.relay, false)
+	if err := a.runtime.Start(func(ctx context.Context) error {
+		if err := a.service.Bootstrap(ctx, a.specs); err != nil {
+			return fmt.Errorf("bootstrapping zones: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
+	// Storage keeps what the streams keep: the revocation retention is the horizon.
+	return a.runtime.StartRelay(caddystore.RelayOptions{Pipeline: a.pipeline, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger})
+}
+
+// Stop drops this app's use of the relay; it stops once no started configuration uses
+// it. Rows it did not publish stay in the outbox for the next one.
+func (a *App) Stop() error {
+	a.runtime.StopRelay()
 	return nil
 }
 
-// Cleanup releases the shared store and revocation pipeline.
+// Cleanup releases the shared storage runtime and revocation pipeline.
 func (a *App) Cleanup() error {
-	return errors.Join(a.pipeline.Release(), a.store.Release())
+	return errors.Join(a.pipeline.Release(), a.runtime.Release())
 }
-
-// Notify wakes the outbox relay, after a write that produced outbox rows.
-func (a *App) Notify() { a.relay.Notify() }
 
 // Service returns the STS core, for the handler and the Coordinator.
 func (a *App) Service() *issuer.Service { return a.service }

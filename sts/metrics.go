@@ -2,30 +2,12 @@ package sts
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caracalgw/caracal/internal/outbox"
 )
-
-// runningRelays holds the outbox relays of started STS apps; the collector reads them at
-// scrape time. During a reload the old and the new app's relays overlap briefly.
-var runningRelays = struct {
-	mu  sync.Mutex
-	set map[*outbox.Relay]struct{}
-}{set: make(map[*outbox.Relay]struct{})}
-
-func trackRelay(r *outbox.Relay, running bool) {
-	runningRelays.mu.Lock()
-	defer runningRelays.mu.Unlock()
-	if running {
-		runningRelays.set[r] = struct{}{}
-	} else {
-		delete(runningRelays.set, r)
-	}
-}
 
 var (
 	descPending        = prometheus.NewDesc("caracal_outbox_pending_rows", "Outbox rows not yet published to the revocation streams.", []string{"relay"}, nil)
@@ -34,9 +16,12 @@ var (
 	descRepublications = prometheus.NewDesc("caracal_outbox_republications_total", "Republications of the live revocations after the stream lost its history.", []string{"relay"}, nil)
 )
 
-// relayCollector exports the running relays' backlog and counters. It holds no state,
-// so registering it again after a reload is harmless.
-type relayCollector struct{}
+// relayCollector exports the backlog and counters of the relays that relays returns
+// (the outbox relays running in this process). Registering it again after a reload
+// changes nothing: the registry already has its series.
+type relayCollector struct {
+	relays func() []*outbox.Relay
+}
 
 func (relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPending, descOldest, descPublishErrors, descRepublications} {
@@ -44,14 +29,8 @@ func (relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-func (relayCollector) Collect(ch chan<- prometheus.Metric) {
-	runningRelays.mu.Lock()
-	relays := make([]*outbox.Relay, 0, len(runningRelays.set))
-	for r := range runningRelays.set {
-		relays = append(relays, r)
-	}
-	runningRelays.mu.Unlock()
-	for _, r := range relays {
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.relays() {
 		id := r.ID()
 		st := r.Stats()
 		ch <- prometheus.MustNewConstMetric(descPublishErrors, prometheus.CounterValue, float64(st.PublishErrors), id)
@@ -75,8 +54,8 @@ func (relayCollector) Collect(ch chan<- prometheus.Metric) {
 // registerRelayMetrics adds the relay collector to Caddy's registry. After a reload the
 // collector is already there: Register then fails with AlreadyRegisteredError, which
 // changes nothing.
-func registerRelayMetrics(reg *prometheus.Registry) {
+func registerRelayMetrics(reg *prometheus.Registry, relays func() []*outbox.Relay) {
 	if reg != nil {
-		_ = reg.Register(relayCollector{})
+		_ = reg.Register(relayCollector{relays: relays})
 	}
 }

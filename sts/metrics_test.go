@@ -32,12 +32,11 @@ func TestRelayMetricsReportTheBacklog(t *testing.T) {
 	}
 	// Not running: its row stays pending.
 	relay := outbox.New(outbox.Options{Store: s, Publisher: revocation.NewBus(0, nil), ID: "relay-metrics-test"})
-	trackRelay(relay, true)
-	defer trackRelay(relay, false)
 
 	reg := prometheus.NewRegistry()
-	registerRelayMetrics(reg)
-	registerRelayMetrics(reg) // a reload registers again
+	running := func() []*outbox.Relay { return []*outbox.Relay{relay} }
+	registerRelayMetrics(reg, running)
+	registerRelayMetrics(reg, running) // a reload registers again
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/revocation"
 )
@@ -28,33 +29,17 @@ var (
 	otherIssuer = mandate.IssuerURL(testBase, otherZone)
 )
 
-// fakeClock is a settable clock shared by the signer's claims, the verifier and the
-// revocation store, so that expiry is decided by the test and not by the machine.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Unix(1_800_000_000, 0)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock is a settable clock shared by the signer's claims, the verifier, the
+// revocation store and the response guard, so that expiry is decided by the test and
+// not by the machine.
+func newFakeClock() *testenv.Clock {
+	return testenv.NewClock(time.Unix(1_800_000_000, 0))
 }
 
 // fixture is one zone: its key, a signer, the verifier's key set, a revocation store and
 // an epoch tracker, all on one fake clock.
 type fixture struct {
-	clock  *fakeClock
+	clock  *testenv.Clock
 	key    *ecdsa.PrivateKey
 	signer *mandate.Signer
 	keys   mandate.KeySet

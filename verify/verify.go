@@ -1,7 +1,9 @@
 // Package verify lets a resource server check Caracal mandates without Caddy: pinned
 // issuer and audience, required scopes, revocation (sid, root_sid, delegation edge and
-// path), optional stale-epoch rejection, and RFC 6750 answers. The caracal_mandate Caddy
-// handler is built on it, so a resource server and the gateway decide alike.
+// path), optional stale-epoch rejection, and RFC 6750 answers; and, with Guard, ends the
+// responses whose mandate is revoked or expires while they are written. The
+// caracal_mandate Caddy handler is built on both, so a resource server and the gateway
+// decide alike, for requests and responses.
 package verify
 
 import (
@@ -146,6 +148,10 @@ func New(opts Options) (*Verifier, error) {
 
 // MaxStaleness is the effective bound on the revocation state's age.
 func (v *Verifier) MaxStaleness() time.Duration { return v.opts.MaxStaleness }
+
+// Leeway is the effective clock leeway on exp, nbf and iat: a mandate verifies until
+// exp plus this.
+func (v *Verifier) Leeway() time.Duration { return mandate.EffectiveLeeway(v.opts.Leeway) }
 
 // ZoneID is the pinned zone.
 func (v *Verifier) ZoneID() string { return v.zoneID }

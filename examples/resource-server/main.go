@@ -1,6 +1,8 @@
 // Command resource-server is a plain net/http API protected by Caracal mandates with the
 // verify package: GET /hello answers only a resource mandate of the configured zone, made
-// out to this resource, carrying the required scopes and not revoked.
+// out to this resource, carrying the required scopes and not revoked, and GET /events
+// streams server-sent events under the response guard, which ends the stream as soon as
+// its mandate is revoked or expires.
 package main
 
 import (
@@ -105,9 +107,49 @@ func newHandler(ctx context.Context, c config) (h http.Handler, closeFeed func()
 		closeFeed()
 		return nil, nil, err
 	}
+	guard, err := verify.NewGuard(v, verify.GuardOptions{})
+	if err != nil {
+		closeFeed()
+		return nil, nil, err
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /hello", v.Middleware(http.HandlerFunc(hello)))
+	mux.Handle("GET /hello", v.Middleware(guard.Middleware(http.HandlerFunc(hello))))
+	mux.Handle("GET /events", v.Middleware(guard.Middleware(events(eventEvery))))
 	return mux, closeFeed, nil
+}
+
+// eventEvery is how often /events sends an event.
+const eventEvery = 5 * time.Second
+
+// events streams a "tick" server-sent event every interval, after a first one at once,
+// until the client leaves or the guard ends the response (its request context is then
+// cancelled).
+func events(every time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verify.ClaimsFromContext(r.Context())
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		rc := http.NewResponseController(w)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for n := 0; ; n++ {
+			data, err := json.Marshal(map[string]any{"sub": c.Subject, "n": n})
+			if err != nil {
+				return
+			}
+			if _, err := fmt.Fprintf(w, "event: tick\ndata: %s\n\n", data); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
 }
 
 // hello tells the caller who the mandate says it is.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -159,10 +160,18 @@ func TestStartupNeedsTheIssuersCA(t *testing.T) {
 	}
 }
 
-// TestRevocationsArriveFromRedis runs the example with the Redis revocation streams: a
-// session revoked by a signed entry on the stream stops passing without a restart, and an
-// entry signed with another key changes nothing.
-func TestRevocationsArriveFromRedis(t *testing.T) {
+// redisFeed is the example configured with the Redis revocation streams of a test prefix
+// of its own, and a publisher on them.
+type redisFeed struct {
+	zone      *zone
+	config    config
+	pub       revocation.Publisher
+	streamKey string
+	unique    string
+}
+
+func newRedisFeed(t *testing.T) *redisFeed {
+	t.Helper()
 	opts, err := redis.ParseURL(testenv.RequireRedis(t))
 	if err != nil {
 		t.Fatal(err)
@@ -180,25 +189,48 @@ func TestRevocationsArriveFromRedis(t *testing.T) {
 		defer cancel()
 		rdb.Del(ctx, prefix+revocation.StreamSessionsRevoke, prefix+revocation.StreamDelegationInvalidate)
 	})
-	streamKey := "example stream key " + unique
-
 	z := newZone(t)
 	c := z.config()
-	c.redisURL, c.streamKey, c.streamPrefix = testenv.RedisURL(), streamKey, prefix
-	h := startHandler(t, c)
+	c.redisURL, c.streamKey, c.streamPrefix = testenv.RedisURL(), "example stream key "+unique, prefix
+	return &redisFeed{zone: z, config: c, streamKey: c.streamKey, unique: unique,
+		pub: revocation.NewRedisPublisher(revocation.RedisOptions{Client: rdb, StreamPrefix: prefix})}
+}
+
+// heartbeat publishes the heartbeat an STS's outbox relay would send.
+func (rf *redisFeed) heartbeat(t *testing.T) {
+	t.Helper()
+	now := time.Now()
+	hb := revocation.Heartbeat{Publisher: "test-relay", Watermark: now, SentAt: now}
+	if err := rf.pub.Publish(t.Context(), revocation.StreamSessionsRevoke, hb.SignedFields([]byte(rf.streamKey))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// revoke publishes the revocation of session sid, signed with key.
+func (rf *redisFeed) revoke(t *testing.T, sid, key string) {
+	t.Helper()
+	now := time.Now()
+	fields := revocation.Event{ZoneID: testZone, SessionID: sid, Reason: "test", RevokedAt: now, ExpiresAt: now.Add(time.Hour)}.Fields()
+	fields["sig"] = revocation.Sign([]byte(key), revocation.StreamSessionsRevoke, fields)
+	if err := rf.pub.Publish(t.Context(), revocation.StreamSessionsRevoke, fields); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevocationsArriveFromRedis runs the example with the Redis revocation streams: a
+// session revoked by a signed entry on the stream stops passing without a restart, and an
+// entry signed with another key changes nothing.
+func TestRevocationsArriveFromRedis(t *testing.T) {
+	rf := newRedisFeed(t)
+	z, unique, streamKey := rf.zone, rf.unique, rf.streamKey
+	h := startHandler(t, rf.config)
 	revoked, spared := "sid-r-"+unique, "sid-s-"+unique
 	revokedToken, sparedToken := z.mandate(t, revoked, "read"), z.mandate(t, spared, "read")
 	// No publisher has vouched for the state yet: refused, not passed.
 	if rec := get(h, "/hello", sparedToken); rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("before any heartbeat: status %d: %s", rec.Code, rec.Body)
 	}
-	pub := revocation.NewRedisPublisher(revocation.RedisOptions{Client: rdb, StreamPrefix: prefix})
-	// The heartbeat an STS's outbox relay would send.
-	now := time.Now()
-	hb := revocation.Heartbeat{Publisher: "test-relay", Watermark: now, SentAt: now}
-	if err := pub.Publish(t.Context(), revocation.StreamSessionsRevoke, hb.SignedFields([]byte(streamKey))); err != nil {
-		t.Fatal(err)
-	}
+	rf.heartbeat(t)
 	testenv.WaitFor(t, "the heartbeat to make the state current", func() bool { return get(h, "/hello", sparedToken).Code != http.StatusServiceUnavailable })
 	for _, tok := range []string{revokedToken, sparedToken} {
 		if rec := get(h, "/hello", tok); rec.Code != http.StatusOK {
@@ -206,17 +238,8 @@ func TestRevocationsArriveFromRedis(t *testing.T) {
 		}
 	}
 
-	publish := func(sid, key string) {
-		t.Helper()
-		now := time.Now()
-		fields := revocation.Event{ZoneID: testZone, SessionID: sid, Reason: "test", RevokedAt: now, ExpiresAt: now.Add(time.Hour)}.Fields()
-		fields["sig"] = revocation.Sign([]byte(key), revocation.StreamSessionsRevoke, fields)
-		if err := pub.Publish(t.Context(), revocation.StreamSessionsRevoke, fields); err != nil {
-			t.Fatal(err)
-		}
-	}
-	publish(spared, "a key this deployment does not use")
-	publish(revoked, streamKey)
+	rf.revoke(t, spared, "a key this deployment does not use")
+	rf.revoke(t, revoked, streamKey)
 	// The consumer applies entries in stream order as soon as its blocking read returns;
 	// the deadline only turns a lost entry into a failure.
 	deadline := time.Now().Add(10 * time.Second)
@@ -230,4 +253,42 @@ func TestRevocationsArriveFromRedis(t *testing.T) {
 	if rec := get(h, "/hello", sparedToken); rec.Code != http.StatusOK {
 		t.Fatalf("an entry signed with another key revoked a session: status %d", rec.Code)
 	}
+}
+
+// TestEventStreamEndsOnRevocation: the guard the example puts on its responses breaks off
+// an event stream whose session is revoked on the Redis stream, between two events,
+// without waiting for the next one.
+func TestEventStreamEndsOnRevocation(t *testing.T) {
+	rf := newRedisFeed(t)
+	srv := httptest.NewServer(startHandler(t, rf.config))
+	t.Cleanup(srv.Close)
+	rf.heartbeat(t)
+	sid := "sid-e-" + rf.unique
+	tok := rf.zone.mandate(t, sid, "read")
+	var resp *http.Response
+	testenv.WaitFor(t, "the heartbeat to make the state current", func() bool {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		r, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.StatusCode != http.StatusOK {
+			r.Body.Close()
+			return false
+		}
+		resp = r
+		return true
+	})
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "event: tick\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	rf.revoke(t, sid, rf.streamKey)
+	_, err := testenv.BodyEnd(t, br)
+	testenv.AssertAborted(t, err, false)
 }

@@ -25,8 +25,10 @@ const (
 // bootstrapActor is the audit actor of the configured bootstrap token.
 const bootstrapActor = "bootstrap"
 
-// Bounds of the verifier caches: zone names come from request paths, so the map of
-// per-zone verifiers must not grow without limit, nor each zone's token cache.
+// Bounds of the verifier caches: zone names come from request paths, so the set of
+// per-zone verifiers must not grow without limit, nor each zone's token cache. A full
+// set evicts its oldest verifier, which only costs that zone signature checks until its
+// cache refills.
 const (
 	maxVerifierZones = 4096
 	maxCachedPerZone = 10_000
@@ -186,22 +188,16 @@ func (s *Service) sessionCaller(ctx context.Context, zoneID, tok string) (*calle
 
 // verifier returns the zone's cached mandate verifier over the STS's in-process keys.
 func (s *Service) verifier(zoneID string) *mandate.CachedVerifier {
-	s.mu.RLock()
-	v := s.verifiers[zoneID]
-	s.mu.RUnlock()
-	if v != nil {
+	if v, ok := s.verifiers.Get(zoneID); ok {
 		return v
 	}
+	// One verifier per zone: the lock keeps two first requests from building two.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v = s.verifiers[zoneID]; v != nil {
+	if v, ok := s.verifiers.Get(zoneID); ok {
 		return v
 	}
-	if len(s.verifiers) >= maxVerifierZones {
-		// Dropping every verifier only costs signature checks until they refill.
-		clear(s.verifiers)
-	}
-	v = mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Now: s.now}, maxCachedPerZone)
-	s.verifiers[zoneID] = v
+	v := mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Now: s.now}, maxCachedPerZone)
+	s.verifiers.Set(zoneID, v)
 	return v
 }

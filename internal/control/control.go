@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/cache"
 	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
@@ -63,8 +64,8 @@ type Service struct {
 	now       func() time.Time
 	router    *httproute.Router
 
-	mu        sync.RWMutex
-	verifiers map[string]*mandate.CachedVerifier // by zone
+	mu        sync.Mutex                                    // serialises building a zone's verifier
+	verifiers *cache.Cache[string, *mandate.CachedVerifier] // by zone
 }
 
 // New validates o and returns a Service.
@@ -81,7 +82,7 @@ func New(o Options) (*Service, error) {
 		notify:    o.Notify,
 		log:       o.Logger,
 		now:       o.Now,
-		verifiers: make(map[string]*mandate.CachedVerifier),
+		verifiers: cache.New[string, *mandate.CachedVerifier](maxVerifierZones, 0, nil),
 	}
 	if o.BootstrapToken != "" {
 		if err := checkBootstrapToken(o.BootstrapToken); err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/policy"
@@ -119,8 +120,9 @@ type Service struct {
 	router   *httproute.Router
 	state    *stateCache
 
-	mu    sync.RWMutex
-	zones map[string]*zoneState
+	mu        sync.RWMutex
+	zones     map[string]*zoneState
+	zoneLoads singleflight.Group // first loads of a zone, by zone id
 }
 
 // zoneState is this process's cached view of one zone.
@@ -278,22 +280,37 @@ func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
 		}
 		return z, nil
 	}
-	z = &zoneState{issuer: s.Issuer(zoneID)}
-	z.subjects = mandate.NewCachedVerifier(&mandate.Verifier{Keys: z, Leeway: s.opts.Leeway, Now: s.now}, 0)
-	z.refreshing.Lock()
-	defer z.refreshing.Unlock()
-	if err := s.load(ctx, z, zoneID); err != nil {
+	// Requests for a zone not loaded yet share one load; it runs on a deadline of its own,
+	// so that one client leaving does not fail the others.
+	res, err, _ := s.zoneLoads.Do(zoneID, func() (any, error) {
+		s.mu.RLock()
+		existing := s.zones[zoneID]
+		s.mu.RUnlock()
+		if existing != nil {
+			return existing, nil
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), zoneLoadTimeout)
+		defer cancel()
+		z := &zoneState{issuer: s.Issuer(zoneID)}
+		z.subjects = mandate.NewCachedVerifier(&mandate.Verifier{Keys: z, Leeway: s.opts.Leeway, Now: s.now}, 0)
+		z.refreshing.Lock()
+		defer z.refreshing.Unlock()
+		if err := s.load(ctx, z, zoneID); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.zones[zoneID] = z
+		s.mu.Unlock()
+		return z, nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if existing := s.zones[zoneID]; existing != nil {
-		z = existing
-	} else {
-		s.zones[zoneID] = z
-	}
-	s.mu.Unlock()
-	return z, nil
+	return res.(*zoneState), nil
 }
+
+// zoneLoadTimeout bounds the first load of a zone's state.
+const zoneLoadTimeout = 10 * time.Second
 
 // load reads the zone's keys and syncs its policy bundle into the engine.
 func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {

@@ -89,12 +89,10 @@ func (c *stateCache) drop(zoneID string, sids []string, edges []store.Edge) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, sid := range sids {
-		delete(c.entries, cacheKey{zoneID, sid})
+		c.entries.Delete(cacheKey{zoneID, sid})
 	}
 	for _, e := range edges {
-		delete(c.edges, cacheKey{zoneID, e.ID})
+		c.edges.Delete(cacheKey{zoneID, e.ID})
 	}
 }

@@ -4,15 +4,15 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/cache"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/revocation"
 )
 
 // maxCached bounds the per-process session cache (and, separately, the edge
-// cache).
+// cache); a full one evicts its oldest entries.
 const maxCached = 100_000
 
 // maxPathEdges bounds a cached path walk: max_hops is at most 10, so a longer chain of
@@ -32,9 +32,10 @@ type stateCache struct {
 	staleness time.Duration
 	ttl       time.Duration
 
-	mu      sync.RWMutex
-	entries map[cacheKey]cachedSession
-	edges   map[cacheKey]cachedEdge
+	// entries and edges hold active rows with the time they were read; a row older than
+	// ttl is read again.
+	entries *cache.Cache[cacheKey, cachedSession]
+	edges   *cache.Cache[cacheKey, cachedEdge]
 }
 
 // cachedEdge is a delegation edge as read from storage. Like a session, an edge only
@@ -57,7 +58,8 @@ func newStateCache(revoked *revocation.Store, source revocation.Source, stalenes
 		return nil
 	}
 	return &stateCache{revoked: revoked, source: source, staleness: staleness, ttl: ttl,
-		entries: make(map[cacheKey]cachedSession), edges: make(map[cacheKey]cachedEdge)}
+		entries: cache.New[cacheKey, cachedSession](maxCached, 0, nil),
+		edges:   cache.New[cacheKey, cachedEdge](maxCached, 0, nil)}
 }
 
 // fresh reports whether the revocation set can be trusted now: its source's watermark
@@ -79,9 +81,7 @@ func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Sessio
 	c := s.state
 	now := s.now()
 	if c.fresh(now) {
-		c.mu.RLock()
-		e, ok := c.entries[cacheKey{zoneID, sid}]
-		c.mu.RUnlock()
+		e, ok := c.entries.Get(cacheKey{zoneID, sid})
 		if ok && now.Sub(e.fetched) < c.ttl {
 			sess := e.sess
 			if _, hit := c.revoked.Revoked(zoneID, sid); hit {
@@ -94,25 +94,13 @@ func (s *Service) session(ctx context.Context, zoneID, sid string) (store.Sessio
 	if err != nil || c == nil || sess.Status != store.StatusActive {
 		return sess, err
 	}
-	c.mu.Lock()
-	c.putLocked(zoneID, sess, now)
-	c.mu.Unlock()
+	c.put(zoneID, sess, now)
 	return sess, nil
 }
 
-// putLocked caches an active session, keeping the cache bounded.
-func (c *stateCache) putLocked(zoneID string, sess store.Session, now time.Time) {
-	if len(c.entries) >= maxCached {
-		for k, old := range c.entries {
-			if now.Sub(old.fetched) >= c.ttl {
-				delete(c.entries, k)
-			}
-		}
-		if len(c.entries) >= maxCached {
-			clear(c.entries)
-		}
-	}
-	c.entries[cacheKey{zoneID, sess.ID}] = cachedSession{sess: sess, fetched: now}
+// put caches an active session read at now.
+func (c *stateCache) put(zoneID string, sess store.Session, now time.Time) {
+	c.entries.Set(cacheKey{zoneID, sess.ID}, cachedSession{sess: sess, fetched: now})
 }
 
 // pathSessions returns the zone's sessions among ids (absent ones missing), from the
@@ -124,9 +112,8 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 	missing := ids
 	if c.fresh(now) {
 		missing = nil
-		c.mu.RLock()
 		for _, id := range ids {
-			e, ok := c.entries[cacheKey{zoneID, id}]
+			e, ok := c.entries.Get(cacheKey{zoneID, id})
 			if !ok || now.Sub(e.fetched) >= c.ttl {
 				missing = append(missing, id)
 				continue
@@ -137,7 +124,6 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 			}
 			out[id] = sess
 		}
-		c.mu.RUnlock()
 	}
 	if len(missing) == 0 {
 		return out, nil
@@ -147,13 +133,11 @@ func (s *Service) pathSessions(ctx context.Context, zoneID string, ids []string)
 		return nil, err
 	}
 	if c != nil {
-		c.mu.Lock()
 		for _, sess := range found {
 			if sess.Status == store.StatusActive {
-				c.putLocked(zoneID, sess, now)
+				c.put(zoneID, sess, now)
 			}
 		}
-		c.mu.Unlock()
 	}
 	maps.Copy(out, found)
 	return out, nil
@@ -166,9 +150,8 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 	c := s.state
 	now := s.now()
 	if c.fresh(now) {
-		c.mu.RLock()
 		for id := edgeID; id != "" && len(path) <= maxPathEdges; {
-			e, ok := c.edges[cacheKey{zoneID, id}]
+			e, ok := c.edges.Get(cacheKey{zoneID, id})
 			if !ok || now.Sub(e.fetched) >= c.ttl {
 				path = nil
 				break
@@ -176,7 +159,6 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 			path = append(path, e.edge)
 			id = e.edge.ParentEdgeID
 		}
-		c.mu.RUnlock()
 		if len(path) > 0 && path[len(path)-1].ParentEdgeID == "" {
 			slices.Reverse(path)
 			for i := range path {
@@ -192,15 +174,10 @@ func (s *Service) edgePath(ctx context.Context, zoneID, edgeID string) (path []s
 	if err != nil || c == nil {
 		return path, false, err
 	}
-	c.mu.Lock()
-	if len(c.edges) >= maxCached {
-		clear(c.edges)
-	}
 	for _, e := range path {
 		if e.Status == store.StatusActive {
-			c.edges[cacheKey{zoneID, e.ID}] = cachedEdge{edge: e, fetched: now}
+			c.edges.Set(cacheKey{zoneID, e.ID}, cachedEdge{edge: e, fetched: now})
 		}
 	}
-	c.mu.Unlock()
 	return path, false, nil
 }

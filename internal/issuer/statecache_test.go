@@ -4,9 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/revocation"
 )
 
@@ -85,4 +89,53 @@ func TestSessionStateThroughTheRevocationPipeline(t *testing.T) {
 			t.Fatalf("exchange after self-revocation: %d", code)
 		}
 	})
+}
+
+// zoneReads counts GetZone calls and, while hold is set, keeps them waiting.
+type zoneReads struct {
+	store.Store
+	n       atomic.Int32
+	hold    chan struct{}
+	entered chan struct{}
+}
+
+func (z *zoneReads) GetZone(ctx context.Context, zoneID string) (store.Zone, error) {
+	z.n.Add(1)
+	if z.hold != nil {
+		select {
+		case z.entered <- struct{}{}:
+		default:
+		}
+		<-z.hold
+	}
+	return z.Store.GetZone(ctx, zoneID)
+}
+
+// TestConcurrentFirstRequestsShareOneZoneLoad: requests for a zone whose state is not
+// loaded, arriving while its load runs, wait for that load instead of reading storage
+// each; those that come after it find the loaded state.
+func TestConcurrentFirstRequestsShareOneZoneLoad(t *testing.T) {
+	zr := &zoneReads{Store: memory.New()}
+	e := newEnv(t, zr)
+	e.svc.Invalidate("demo")
+	zr.n.Store(0)
+	zr.hold, zr.entered = make(chan struct{}), make(chan struct{}, 1)
+	const callers = 8
+	var wg, calling sync.WaitGroup
+	calling.Add(callers)
+	for range callers {
+		wg.Go(func() {
+			calling.Done()
+			if _, err := e.svc.zone(context.Background(), "demo"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	<-zr.entered // the first load is reading the zone, held
+	calling.Wait()
+	close(zr.hold)
+	wg.Wait()
+	if got := zr.n.Load(); got != 1 {
+		t.Fatalf("%d zone reads for %d first requests, want 1", got, callers)
+	}
 }

@@ -3,6 +3,8 @@ package issuer
 import (
 	"sync"
 	"time"
+
+	"github.com/caracalgw/caracal/internal/cache"
 )
 
 // Lockout scopes: the counters an authentication attempt is charged to.
@@ -16,12 +18,13 @@ const (
 // An attempt is reserved on all its counters before any Argon2 work starts and settled afterwards,
 // so attempts in flight count against the limit: however many arrive at once, no more than the
 // limit of them can run. A counter whose failures plus attempts in flight reach its limit refuses
-// further attempts until its window ends.
+// further attempts until its window ends. The table is bounded: a full one forgets its oldest
+// counter, which only forgets counts (it never blocks anyone), so a flood of ids costs bounded
+// memory and the counters it did not push out keep counting.
 type throttle struct {
 	mu      sync.Mutex
 	window  time.Duration
-	max     int
-	entries map[string]*throttleEntry
+	entries *cache.Cache[string, *throttleEntry] // windows are ended by live, not by the cache
 }
 
 type throttleEntry struct {
@@ -53,7 +56,7 @@ const (
 )
 
 func newThrottle(window time.Duration, maxEntries int) *throttle {
-	return &throttle{window: window, max: maxEntries, entries: make(map[string]*throttleEntry)}
+	return &throttle{window: window, entries: cache.New[string, *throttleEntry](maxEntries, 0, nil)}
 }
 
 // reserve counts an attempt on every counter, or on none when one of them is at its limit; then
@@ -84,11 +87,8 @@ func (t *throttle) reserve(cs []counter, now time.Time) (*reservation, time.Dura
 	for i, c := range cs {
 		e := t.live(c.key, now)
 		if e == nil {
-			if len(t.entries) >= t.max {
-				t.sweep(now)
-			}
 			e = &throttleEntry{start: now}
-			t.entries[c.key] = e
+			t.entries.Set(c.key, e)
 		}
 		e.pending++
 		r.entries[i] = e
@@ -118,9 +118,9 @@ func (t *throttle) settle(r *reservation, o outcome) []counter {
 				e.failures = 0
 			}
 		}
-		// An entry replaced after its window ended or by a sweep is no longer in the table.
-		if e.failures == 0 && e.pending == 0 && t.entries[c.key] == e {
-			delete(t.entries, c.key)
+		// An entry replaced after its window ended, or evicted, is no longer in the table.
+		if cur, ok := t.entries.Get(c.key); ok && cur == e && e.failures == 0 && e.pending == 0 {
+			t.entries.Delete(c.key)
 		}
 	}
 	return locked
@@ -128,26 +128,13 @@ func (t *throttle) settle(r *reservation, o outcome) []counter {
 
 // live returns the entry of key if its window has not ended, dropping an expired one.
 func (t *throttle) live(key string, now time.Time) *throttleEntry {
-	e, ok := t.entries[key]
+	e, ok := t.entries.Get(key)
 	if !ok {
 		return nil
 	}
 	if !now.Before(e.start.Add(t.window)) {
-		delete(t.entries, key)
+		t.entries.Delete(key)
 		return nil
 	}
 	return e
-}
-
-// sweep drops expired windows; if the table is still full it is cleared, which only
-// forgets counts (it never blocks anyone), bounding memory under a flood of ids.
-func (t *throttle) sweep(now time.Time) {
-	for k, e := range t.entries {
-		if !now.Before(e.start.Add(t.window)) {
-			delete(t.entries, k)
-		}
-	}
-	if len(t.entries) >= t.max {
-		clear(t.entries)
-	}
 }

@@ -33,10 +33,10 @@ func TestThrottleReservations(t *testing.T) {
 	// A success forgives the pair's failures, but on the wider counter only releases itself.
 	th.settle(r3, attemptFailed)
 	th.settle(r2, attemptSucceeded)
-	if e := th.entries["pair"]; e != nil {
+	if e, ok := th.entries.Get("pair"); ok {
 		t.Fatalf("pair after a success: %+v, want forgotten", *e)
 	}
-	if e := th.entries["wide"]; e == nil || e.failures != 1 || e.pending != 0 {
+	if e, _ := th.entries.Get("wide"); e == nil || e.failures != 1 || e.pending != 0 {
 		t.Fatalf("wide counter after a success: %+v, want the one failure kept", e)
 	}
 	// Failures reaching a limit lock that counter, once, for the rest of the window.
@@ -63,14 +63,24 @@ func TestThrottleReservations(t *testing.T) {
 func TestThrottleBoundsItsTable(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	th := newThrottle(time.Minute, 10)
+	key := func(i int) []counter { return []counter{{scope: scopeSource, key: string(rune('a' + i)), limit: 1}} }
 	for i := range 50 {
-		r, _, _ := th.reserve([]counter{{scope: scopeSource, key: string(rune('a' + i)), limit: 1}}, now)
+		r, _, _ := th.reserve(key(i), now)
 		if r == nil {
 			t.Fatalf("fresh key %d refused", i)
 		}
 		th.settle(r, attemptFailed)
-		if n := len(th.entries); n > 10 {
+		if n := th.entries.Len(); n > 10 {
 			t.Fatalf("table grew to %d entries, bound 10", n)
 		}
+	}
+	// A full table forgot its oldest counters only: the ten newest still lock their keys.
+	for i := 40; i < 50; i++ {
+		if r, wait, _ := th.reserve(key(i), now); r != nil || wait != time.Minute {
+			t.Fatalf("key %d after the flood: reserved %v, wait %s; want still locked", i, r != nil, wait)
+		}
+	}
+	if r, _, _ := th.reserve(key(0), now); r == nil {
+		t.Fatal("the oldest key is still counted in a table of 10 after 50 keys")
 	}
 }

@@ -8,11 +8,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/caracalgw/caracal/internal/cache"
 )
 
 // VerifierOptions configures a Verifier; zero values take the defaults.
@@ -30,7 +31,8 @@ type VerifierOptions struct {
 	MaxWait time.Duration
 	// CacheTTL is how long a successful check is remembered (default 5 minutes).
 	CacheTTL time.Duration
-	// MaxEntries bounds the success cache (default 10000).
+	// MaxEntries bounds the success cache (default 10000); a full cache forgets its oldest
+	// successes first.
 	MaxEntries int
 	// DummyHash is a PHC string whose cost DummyCheck spends; empty means the cost of Hash.
 	DummyHash string
@@ -41,10 +43,7 @@ type VerifierOptions struct {
 // Verifier checks client secrets against stored hashes with bounded concurrency, a fair queue and a
 // cache of recent successes. It is safe for concurrent use.
 type Verifier struct {
-	queue      *queue
-	ttl        time.Duration
-	maxEntries int
-	now        func() time.Time
+	queue *queue
 	// check is Check; tests wrap it to count and pace the real Argon2 runs.
 	check func(phc, secret string) (bool, error)
 	runs  atomic.Uint64
@@ -53,20 +52,13 @@ type Verifier struct {
 	// dummyPHC has the cost of a real hash and matches nothing; DummyCheck runs it.
 	dummyPHC string
 	flight   singleflight.Group
-
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]time.Time // cache key -> expiry
+	// cache holds the keys of recent successes.
+	cache *cache.Cache[[sha256.Size]byte, struct{}]
 }
 
 // NewVerifier returns a Verifier. A DummyHash that does not parse is an error.
 func NewVerifier(opts VerifierOptions) (*Verifier, error) {
-	v := &Verifier{
-		ttl:        opts.CacheTTL,
-		maxEntries: opts.MaxEntries,
-		now:        opts.Now,
-		check:      Check,
-		cache:      map[[sha256.Size]byte]time.Time{},
-	}
+	v := &Verifier{check: Check}
 	n := opts.MaxConcurrent
 	if n <= 0 {
 		n = min(runtime.GOMAXPROCS(0), 8)
@@ -82,15 +74,14 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 		maxWait = 3 * time.Second
 	}
 	v.queue = newQueue(n, perKey, maxQueued, maxWait)
-	if v.ttl <= 0 {
-		v.ttl = 5 * time.Minute
+	ttl, maxEntries := opts.CacheTTL, opts.MaxEntries
+	if ttl <= 0 {
+		ttl = 5 * time.Minute
 	}
-	if v.maxEntries <= 0 {
-		v.maxEntries = 10000
+	if maxEntries <= 0 {
+		maxEntries = 10000
 	}
-	if v.now == nil {
-		v.now = time.Now
-	}
+	v.cache = cache.New[[sha256.Size]byte, struct{}](maxEntries, ttl, opts.Now)
 	// crypto/rand.Read never fails on supported platforms (it crashes the program instead).
 	_, _ = rand.Read(v.key[:])
 	p := params{memory: hashMemory, time: hashTime, threads: hashThreads}
@@ -196,37 +187,8 @@ func (v *Verifier) cacheKey(zoneID, clientID, phc, secret string) [sha256.Size]b
 }
 
 func (v *Verifier) cached(k [sha256.Size]byte) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	exp, ok := v.cache[k]
-	if !ok {
-		return false
-	}
-	if !v.now().Before(exp) {
-		delete(v.cache, k)
-		return false
-	}
-	return true
+	_, ok := v.cache.Get(k)
+	return ok
 }
 
-func (v *Verifier) store(k [sha256.Size]byte) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	now := v.now()
-	if _, ok := v.cache[k]; !ok && len(v.cache) >= v.maxEntries {
-		for ek, exp := range v.cache {
-			if !now.Before(exp) {
-				delete(v.cache, ek)
-			}
-		}
-		// Still full: drop entries in map order, which is as good as random; an evicted client
-		// just pays for one more Argon2 run.
-		for ek := range v.cache {
-			if len(v.cache) < v.maxEntries {
-				break
-			}
-			delete(v.cache, ek)
-		}
-	}
-	v.cache[k] = now.Add(v.ttl)
-}
+func (v *Verifier) store(k [sha256.Size]byte) { v.cache.Set(k, struct{}{}) }

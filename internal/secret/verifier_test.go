@@ -154,27 +154,33 @@ func TestVerifierCacheHoldsNoSecret(t *testing.T) {
 	if k2 := other.cacheKey("zone-a", "app", phc, "pw-that-is-long-enough-to-find"); k1 == k2 {
 		t.Fatal("cache keys do not depend on a per-verifier key")
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.cache[k1]; !ok || len(v.cache) != 1 {
-		t.Fatalf("cache holds %d entries, want exactly the keyed hash", len(v.cache))
+	if _, ok := v.cache.Get(k1); !ok || v.cache.Len() != 1 {
+		t.Fatalf("cache holds %d entries, want exactly the keyed hash", v.cache.Len())
 	}
 }
 
 func TestVerifierBoundsTheCache(t *testing.T) {
-	v, _, clock := newTestVerifier(VerifierOptions{MaxEntries: 3, CacheTTL: time.Minute})
+	v, c, clock := newTestVerifier(VerifierOptions{MaxEntries: 3, CacheTTL: time.Minute})
 	phc := cheapPHC("pw", 64, 1, 1)
-	for _, client := range []string{"a", "b", "c", "d", "e"} {
+	clients := []string{"a", "b", "c", "d", "e"}
+	for _, client := range clients {
 		if ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: client, PHC: phc, Secret: "pw"}); err != nil || !ok {
 			t.Fatal(ok, err)
 		}
 		clock.Advance(time.Second)
-		v.mu.Lock()
-		n := len(v.cache)
-		v.mu.Unlock()
-		if n > 3 {
+		if n := v.cache.Len(); n > 3 {
 			t.Fatalf("cache grew to %d entries, bound 3", n)
 		}
+	}
+	// A full cache forgot its oldest successes only: the three newest cost no Argon2 run.
+	before := c.runs.Load()
+	for _, client := range clients[2:] {
+		if !v.Cached("z", client, phc, "pw") {
+			t.Fatalf("client %s was evicted, though newer than the two forgotten", client)
+		}
+	}
+	if v.Cached("z", "a", phc, "pw") || c.runs.Load() != before {
+		t.Fatal("the oldest success is still cached, or a cached check ran Argon2")
 	}
 }
 
@@ -261,5 +267,33 @@ func TestVerifierReportsMalformedHashes(t *testing.T) {
 	ok, err := v.Verify(context.Background(), Request{ZoneID: "z", ClientID: "app", PHC: "$argon2id$v=19$m=1,t=1,p=1$x$y", Secret: "pw"})
 	if err == nil || ok {
 		t.Fatalf("Verify(malformed) = %v, %v", ok, err)
+	}
+}
+
+// TestIdenticalChecksInFlightShareOneRun: checks of the same credentials that arrive while
+// one is running wait for its answer instead of paying for an Argon2 run each; those that
+// arrive after it find the cached success. Either way one run answers them all.
+func TestIdenticalChecksInFlightShareOneRun(t *testing.T) {
+	v, c, _ := newTestVerifier(VerifierOptions{MaxPerKey: 64})
+	c.hold, c.entered = make(chan struct{}), make(chan struct{}, 1)
+	phc := cheapPHC("pw", 64, 1, 1)
+	req := Request{ZoneID: "z", ClientID: "app", PHC: phc, Secret: "pw"}
+	const callers = 8
+	var wg, calling sync.WaitGroup
+	calling.Add(callers)
+	for range callers {
+		wg.Go(func() {
+			calling.Done()
+			if ok, err := v.Verify(context.Background(), req); err != nil || !ok {
+				t.Error(ok, err)
+			}
+		})
+	}
+	<-c.entered // the first run has started and is held
+	calling.Wait()
+	close(c.hold)
+	wg.Wait()
+	if got := c.runs.Load(); got != 1 {
+		t.Fatalf("%d Argon2 runs for %d identical checks, want 1", got, callers)
 	}
 }

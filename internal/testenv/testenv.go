@@ -176,10 +176,18 @@ func Main(m *testing.M, prefix string, dsn *string) int {
 	return m.Run()
 }
 
-// Clock is a settable clock for tests, safe for concurrent use.
+// Clock is a settable clock for tests, safe for concurrent use. Its timers (AfterFunc)
+// fire when Advance moves the clock past their deadline, never on their own.
 type Clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*clockTimer
+}
+
+// clockTimer is one pending AfterFunc of a Clock.
+type clockTimer struct {
+	when time.Time
+	f    func()
 }
 
 // NewClock returns a clock that reads t until moved.
@@ -192,11 +200,57 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock forward by d.
+// Advance moves the clock forward by d, then runs, on the calling goroutine and in the
+// order of their deadlines, the timers that are due, including those a due timer
+// starts.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		next := -1
+		for i, t := range c.timers {
+			if !t.when.After(c.now) && (next < 0 || t.when.Before(c.timers[next].when)) {
+				next = i
+			}
+		}
+		if next < 0 {
+			c.mu.Unlock()
+			return
+		}
+		t := c.timers[next]
+		c.timers = append(c.timers[:next], c.timers[next+1:]...)
+		c.mu.Unlock()
+		t.f()
+	}
+}
+
+// AfterFunc calls f once the clock has been advanced by d (at the next Advance when d
+// is not positive). stop cancels the call and reports whether it was still pending.
+func (c *Clock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &clockTimer{when: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, p := range c.timers {
+			if p == t {
+				c.timers = append(c.timers[:i], c.timers[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Timers is the number of pending timers.
+func (c *Clock) Timers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 // CheapSecretHash is an Argon2id PHC string of secret with small parameters, so that

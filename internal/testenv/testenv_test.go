@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,5 +210,29 @@ func TestPrivateRedisServerLosesItsDataOnRestart(t *testing.T) {
 	s.Stop()
 	if err := c.Ping(ctx).Err(); err == nil {
 		t.Fatal("a stopped server still answers")
+	}
+}
+
+func TestClockRunsDueTimersInDeadlineOrderOnAdvance(t *testing.T) {
+	c := NewClock(time.Unix(1000, 0))
+	var fired []string
+	c.AfterFunc(2*time.Second, func() { fired = append(fired, "2s") })
+	c.AfterFunc(time.Second, func() {
+		fired = append(fired, "1s")
+		// A timer started by a due one, due at the clock's new time, runs in the same
+		// Advance, after those due earlier.
+		c.AfterFunc(0, func() { fired = append(fired, "started by 1s") })
+	})
+	stop := c.AfterFunc(1500*time.Millisecond, func() { fired = append(fired, "stopped") })
+	if !stop() || stop() {
+		t.Fatal("stop did not report the pending timer once")
+	}
+	c.Advance(999 * time.Millisecond)
+	if len(fired) != 0 || c.Timers() != 2 {
+		t.Fatalf("before any deadline: fired %v, %d pending", fired, c.Timers())
+	}
+	c.Advance(5 * time.Second)
+	if want := []string{"1s", "2s", "started by 1s"}; !slices.Equal(fired, want) || c.Timers() != 0 {
+		t.Fatalf("fired %v, want %v; %d pending", fired, want, c.Timers())
 	}
 }

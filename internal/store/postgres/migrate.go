@@ -59,14 +59,10 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 	return out, nil
 }
 
-// runMigrations applies the pending migrations of fsys on a dedicated connection that
-// holds the migration advisory lock for the whole run. Closing the connection releases
-// the lock, including when the run fails half-way.
-func runMigrations(ctx context.Context, cfg *pgx.ConnConfig, fsys fs.FS) error {
-	files, err := loadMigrations(fsys)
-	if err != nil {
-		return err
-	}
+// withLock runs fn on a dedicated connection that holds the storage-wide advisory lock
+// for the whole call. Closing the connection releases the lock, including when fn
+// fails half-way or ctx ends while it waits for the lock.
+func withLock(ctx context.Context, cfg *pgx.ConnConfig, fn func(conn *pgx.Conn) error) error {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return dbErr(err, "connecting to postgresql for migrations")
@@ -75,7 +71,54 @@ func runMigrations(ctx context.Context, cfg *pgx.ConnConfig, fsys fs.FS) error {
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return dbErr(err, "taking the migration lock")
 	}
-	return migrate(ctx, conn, files)
+	return fn(conn)
+}
+
+// appliedMigrations reads schema_migrations without writing anything; a database where
+// the table does not exist yet has no applied migration.
+func appliedMigrations(ctx context.Context, q querier) ([]migration, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, dbErr(err, "looking for schema_migrations")
+	}
+	if !exists {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT version, name, sha256 FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, dbErr(err, "reading schema_migrations")
+	}
+	applied, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (migration, error) {
+		var m migration
+		err := r.Scan(&m.version, &m.name, &m.sum)
+		return m, err
+	})
+	if err != nil {
+		return nil, dbErr(err, "reading schema_migrations")
+	}
+	return applied, nil
+}
+
+// checkApplied compares the applied migrations with this build's files and returns the
+// versions already applied. An applied migration that this build lacks or that changed
+// since is an error: the schema is not one this build knows.
+func checkApplied(applied, files []migration) (map[int64]bool, error) {
+	byVersion := make(map[int64]migration, len(files))
+	for _, f := range files {
+		byVersion[f.version] = f
+	}
+	done := make(map[int64]bool, len(applied))
+	for _, a := range applied {
+		f, ok := byVersion[a.version]
+		if !ok || f.name != a.name {
+			return nil, fmt.Errorf("applied migration %s is missing from this build; refusing to start", a.name)
+		}
+		if f.sum != a.sum {
+			return nil, fmt.Errorf("applied migration %s has changed since it was applied (recorded sha256 %s, file sha256 %s); refusing to start: add a new migration instead", a.name, a.sum, f.sum)
+		}
+		done[a.version] = true
+	}
+	return done, nil
 }
 
 // migrate checks the applied migrations against files and applies the others in order,
@@ -90,35 +133,14 @@ func migrate(ctx context.Context, conn *pgx.Conn, files []migration) error {
 	)`); err != nil {
 		return dbErr(err, "creating schema_migrations")
 	}
-	rows, err := conn.Query(ctx, `SELECT version, name, sha256 FROM schema_migrations ORDER BY version`)
+	applied, err := appliedMigrations(ctx, conn)
 	if err != nil {
-		return dbErr(err, "reading schema_migrations")
+		return err
 	}
-	applied, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (migration, error) {
-		var m migration
-		err := r.Scan(&m.version, &m.name, &m.sum)
-		return m, err
-	})
+	done, err := checkApplied(applied, files)
 	if err != nil {
-		return dbErr(err, "reading schema_migrations")
+		return err
 	}
-
-	byVersion := make(map[int64]migration, len(files))
-	for _, f := range files {
-		byVersion[f.version] = f
-	}
-	done := make(map[int64]bool, len(applied))
-	for _, a := range applied {
-		f, ok := byVersion[a.version]
-		if !ok || f.name != a.name {
-			return fmt.Errorf("applied migration %s is missing from this build; refusing to start", a.name)
-		}
-		if f.sum != a.sum {
-			return fmt.Errorf("applied migration %s has changed since it was applied (recorded sha256 %s, file sha256 %s); refusing to start: add a new migration instead", a.name, a.sum, f.sum)
-		}
-		done[a.version] = true
-	}
-
 	for _, f := range files {
 		if done[f.version] {
 			continue

@@ -25,26 +25,77 @@ import (
 // Store is the PostgreSQL store.
 type Store struct {
 	pool *pgxpool.Pool
+	// lockConfig opens the dedicated connection that holds the advisory lock in Setup.
+	lockConfig *pgx.ConnConfig
+	files      []migration
 }
 
 var _ store.Store = (*Store)(nil)
 
-// Open connects to the database at dsn, applies pending migrations under an advisory
-// lock and returns the store. It refuses to start when an applied migration changed or
-// is missing. Connection failures wrap store.ErrUnavailable.
+// Open connects to the database at dsn and applies pending migrations (Connect, then
+// Setup). It refuses to start when an applied migration changed or is missing.
+// Connection failures wrap store.ErrUnavailable.
 func Open(ctx context.Context, dsn string) (*Store, error) {
+	s, err := Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Setup(ctx, nil); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Connect opens a pool to the database at dsn and checks its schema without writing:
+// PostgreSQL must answer, and every migration already applied must be one of this
+// build's, unchanged. Pending migrations are left to Setup. ctx bounds the wait for the
+// server; connection failures wrap store.ErrUnavailable.
+func Connect(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parsing postgresql connection string: %w", err)
 	}
-	if err := runMigrations(ctx, cfg.ConnConfig.Copy(), migrations.FS); err != nil {
+	files, err := loadMigrations(migrations.FS)
+	if err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, dbErr(err, "opening postgresql pool")
 	}
-	return &Store{pool: pool}, nil
+	s := &Store{pool: pool, lockConfig: cfg.ConnConfig.Copy(), files: files}
+	if err := s.checkSchema(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkSchema reads the applied migrations (read-only) and refuses a schema this build
+// does not know.
+func (s *Store) checkSchema(ctx context.Context) error {
+	applied, err := appliedMigrations(ctx, s.pool)
+	if err != nil {
+		return err
+	}
+	_, err = checkApplied(applied, s.files)
+	return err
+}
+
+// Setup takes the storage-wide advisory lock, applies the pending migrations, runs fn
+// (when not nil) and releases the lock, so that processes starting together against
+// one database migrate once and run their start-up writes one after the other.
+func (s *Store) Setup(ctx context.Context, fn func(context.Context) error) error {
+	return withLock(ctx, s.lockConfig, func(conn *pgx.Conn) error {
+		if err := migrate(ctx, conn, s.files); err != nil {
+			return err
+		}
+		if fn == nil {
+			return nil
+		}
+		return fn(ctx)
+	})
 }
 
 // Ping reports whether PostgreSQL answers.

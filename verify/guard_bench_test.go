@@ -1,4 +1,4 @@
-package caddymodules
+package verify
 
 import (
 	"fmt"

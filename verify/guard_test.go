@@ -1,22 +1,25 @@
-package caddymodules
+package verify
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
 
-	"github.com/caracalgw/caracal/revocation"
-	"github.com/caracalgw/caracal/verify"
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 const testEvery = 512
@@ -202,8 +205,8 @@ func TestGuardRevocationBetweenBoundariesStopsBeforeTheNext(t *testing.T) {
 			// The next write would cross the boundary: it is checked first, and refused
 			// whole.
 			n, err := write(payload(400))
-			if !errors.Is(err, errStreamRevoked) || n != 0 {
-				t.Fatalf("write across the boundary = %d, %v; want 0, errStreamRevoked", n, err)
+			if !errors.Is(err, ErrResponseRevoked) || n != 0 {
+				t.Fatalf("write across the boundary = %d, %v; want 0, ErrResponseRevoked", n, err)
 			}
 			if rec.n != 2*testEvery-12 {
 				t.Fatalf("%d bytes reached the client, want exactly %d", rec.n, 2*testEvery-12)
@@ -213,7 +216,7 @@ func TestGuardRevocationBetweenBoundariesStopsBeforeTheNext(t *testing.T) {
 				t.Fatalf("checked at %v, request context cancelled %v", checksAt, cancelled)
 			}
 			// From now on nothing gets through, and nothing is checked again.
-			if n, err := write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+			if n, err := write(payload(10)); n != 0 || !errors.Is(err, ErrResponseRevoked) {
 				t.Fatalf("write after the abort = %d, %v", n, err)
 			}
 			if checksAfter, _, _ := p.state(); len(checksAfter) != 2 || rec.n != 2*testEvery-12 {
@@ -237,13 +240,13 @@ func TestGuardAbortedFromAnotherGoroutineRefusesEverything(t *testing.T) {
 	}()
 	<-done
 	// Between boundaries: the abort is still seen at once.
-	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, ErrResponseRevoked) {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
-	if err := p.g.FlushError(); !errors.Is(err, errStreamRevoked) {
+	if err := p.g.FlushError(); !errors.Is(err, ErrResponseRevoked) {
 		t.Fatalf("FlushError = %v", err)
 	}
-	if _, _, err := p.g.Hijack(); !errors.Is(err, errStreamRevoked) {
+	if _, _, err := p.g.Hijack(); !errors.Is(err, ErrResponseRevoked) {
 		t.Fatalf("Hijack = %v", err)
 	}
 	if _, _, cancelled := p.state(); !cancelled || rec.n != 10 || rec.flushes != 0 {
@@ -327,7 +330,7 @@ func TestGuardHijackOfARevokedMandateFails(t *testing.T) {
 	rec := newRecorder(false)
 	rec.conn = server
 	p := newProbe(rec, testEvery, func() bool { return true })
-	if conn, _, err := p.g.Hijack(); conn != nil || !errors.Is(err, errStreamRevoked) {
+	if conn, _, err := p.g.Hijack(); conn != nil || !errors.Is(err, ErrResponseRevoked) {
 		t.Fatalf("Hijack = %v, %v", conn, err)
 	}
 }
@@ -348,21 +351,16 @@ func TestGuardUnwrapReachesTheInnerWriter(t *testing.T) {
 	}
 }
 
-// revocationCheck is the check ServeHTTP installs: the verifier's revocation lookup
-// of every anchor of the mandate, on a set holding many other revocations.
+// revocationCheck is the check Wrap installs: the verifier's revocation lookup of every
+// anchor of the mandate, on a set holding many other revocations.
 func revocationCheck(tb testing.TB) func() bool {
 	tb.Helper()
 	f := newFixture(tb)
-	st := revocation.NewStore(nil)
 	for i := range 10_000 {
-		st.Add(f.revocationEvent(fmt.Sprintf("other-%d", i)))
+		f.revokeSession(testZone, fmt.Sprintf("other-%d", i))
 	}
-	v, err := verify.New(verify.Options{Issuer: f.issuer, Resource: testResource, Keys: f.keys, Revocations: st})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := f.claims(tb)
-	c.RootSID, c.DelegationEdgeID, c.DelegationPath = "root-1", "edge-2", []string{"edge-1", "edge-2"}
+	v := f.verifier(tb, nil)
+	c := f.delegatedClaims()
 	if v.Revoked(c) {
 		tb.Fatal("the mandate is revoked before the test")
 	}
@@ -401,10 +399,275 @@ func TestGuardEndsAtExpiry(t *testing.T) {
 	rec := newRecorder(false)
 	p := newProbe(rec, testEvery, never)
 	p.g.expires = time.Now().Add(-time.Nanosecond).UnixNano()
-	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, errStreamRevoked) {
+	if n, err := p.g.Write(payload(10)); n != 0 || !errors.Is(err, ErrResponseRevoked) {
 		t.Fatalf("Write after expiry = %d, %v", n, err)
 	}
 	if _, _, cancelled := p.state(); !cancelled {
 		t.Fatal("the request context was not cancelled")
+	}
+}
+
+// recorder is the writer under a guard. It records what reaches it and offers every
+// optional interface the guard must route through itself (ReadFrom, flushing,
+// hijacking) plus one it must leave to http.ResponseController (write deadlines), so a
+// test sees whether the guard bypassed its checks. With keep false it records only
+// counts, so writing to it does not allocate.
+type recorder struct {
+	header http.Header
+	status int
+	keep   bool
+
+	n        int   // body bytes received
+	writes   []int // sizes of the writes received, when keep is set
+	body     []byte
+	readFrom int // calls of ReadFrom: the guard must never delegate to it
+	flushes  int
+	deadline time.Time
+	conn     net.Conn // what Hijack hands out
+}
+
+func newRecorder(keep bool) *recorder {
+	return &recorder{header: make(http.Header), keep: keep}
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	r.n += len(p)
+	if r.keep {
+		r.writes = append(r.writes, len(p))
+		r.body = append(r.body, p...)
+	}
+	return len(p), nil
+}
+
+func (r *recorder) ReadFrom(io.Reader) (int64, error) {
+	r.readFrom++
+	return 0, nil
+}
+
+func (r *recorder) FlushError() error {
+	r.flushes++
+	return nil
+}
+
+func (r *recorder) SetWriteDeadline(t time.Time) error {
+	r.deadline = t
+	return nil
+}
+
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return r.conn, bufio.NewReadWriter(bufio.NewReader(r.conn), bufio.NewWriter(r.conn)), nil
+}
+
+// probe is a guarded writer built the way Wrap builds one, with its hooks counted.
+type probe struct {
+	g *GuardedWriter
+
+	mu        sync.Mutex
+	checksAt  []int // recorder byte counts at which the mandate was checked
+	arms      int
+	cancelled bool
+}
+
+// newProbe guards rec, checking every bytes; revoked answers the checks.
+func newProbe(rec *recorder, every int, revoked func() bool) *probe {
+	p := new(probe)
+	p.g = &GuardedWriter{
+		w:     rec,
+		guard: &Guard{every: int64(every), expiry: true, clock: SystemClock},
+		every: int64(every),
+		check: func() bool {
+			p.mu.Lock()
+			p.checksAt = append(p.checksAt, rec.n)
+			p.mu.Unlock()
+			return revoked()
+		},
+		arm: func() {
+			p.mu.Lock()
+			p.arms++
+			p.mu.Unlock()
+		},
+		cancel: func() {
+			p.mu.Lock()
+			p.cancelled = true
+			p.mu.Unlock()
+		},
+	}
+	p.g.self.g = p.g
+	return p
+}
+
+func (p *probe) state() (checksAt []int, arms int, cancelled bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.checksAt...), p.arms, p.cancelled
+}
+
+func never() bool { return false }
+
+// guarded serves h behind v.Middleware and g.Middleware on a loopback HTTP/1.1 server.
+func guarded(t *testing.T, v *Verifier, g *Guard, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(v.Middleware(g.Middleware(h)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// open sends a GET with tok and returns the response once its headers are in.
+func open(t *testing.T, srv *httptest.Server, tok string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// idleStream sends the headers of an event stream, then nothing until the request ends,
+// and reports the request context's error on ended.
+func idleStream(ended chan<- error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			ended <- err
+			return
+		}
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+	}
+}
+
+func newTestGuard(t *testing.T, v *Verifier, opts GuardOptions) *Guard {
+	t.Helper()
+	g, err := NewGuard(v, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// armWatch moves the fake clock past the stream watch's delay once the stream has
+// started it, so that the watch is registered.
+func armWatch(t *testing.T, f *fixture) {
+	t.Helper()
+	testenv.WaitFor(t, "the stream watch to start", func() bool { return f.clock.Timers() > 0 })
+	f.clock.Advance(streamWatchDelay)
+}
+
+func TestGuardMiddlewareCutsAnIdleStreamOnRevocation(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	g := newTestGuard(t, v, GuardOptions{Clock: f.clock})
+	ended := make(chan error, 1)
+	srv := guarded(t, v, g, idleStream(ended))
+	resp := open(t, srv, f.token(t, nil))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	armWatch(t, f)
+	f.revokeSession(testZone, "sid-1")
+	_, err := testenv.BodyEnd(t, resp.Body)
+	testenv.AssertAborted(t, err, false)
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the handler's request ended with %v, want context.Canceled", err)
+	}
+}
+
+func TestGuardMiddlewareEndsAnIdleStreamAtExpiry(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	g := newTestGuard(t, v, GuardOptions{Clock: f.clock})
+	ended := make(chan error, 1)
+	srv := guarded(t, v, g, idleStream(ended))
+	resp := open(t, srv, f.token(t, nil))
+	armWatch(t, f)
+	// Still valid within the leeway: the stream goes on.
+	f.clock.Advance(300*time.Second + v.Leeway() - streamWatchDelay - time.Second)
+	select {
+	case err := <-ended:
+		t.Fatalf("the stream ended before its mandate expired: %v", err)
+	default:
+	}
+	f.clock.Advance(time.Second)
+	_, err := testenv.BodyEnd(t, resp.Body)
+	testenv.AssertAborted(t, err, false)
+	<-ended
+}
+
+func TestGuardMiddlewareKeepOnExpiryLetsTheResponseOutliveTheMandate(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	g := newTestGuard(t, v, GuardOptions{Clock: f.clock, KeepOnExpiry: true})
+	srv := guarded(t, v, g, func(w http.ResponseWriter, r *http.Request) {
+		// The mandate expires before the first write: without KeepOnExpiry the first
+		// boundary check would end the response.
+		f.clock.Advance(time.Hour)
+		_, _ = io.WriteString(w, "late")
+	})
+	resp := open(t, srv, f.token(t, nil))
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "late" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+}
+
+func TestGuardMiddlewareRefusesAResponseRevokedBeforeItsHeaders(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	g := newTestGuard(t, v, GuardOptions{Clock: f.clock})
+	srv := guarded(t, v, g, func(w http.ResponseWriter, r *http.Request) {
+		// An upgrade asked for after the revocation: nothing has been sent yet.
+		f.revokeSession(testZone, "sid-1")
+		if _, _, err := http.NewResponseController(w).Hijack(); !errors.Is(err, ErrResponseRevoked) {
+			t.Errorf("Hijack = %v, want ErrResponseRevoked", err)
+		}
+	})
+	resp := open(t, srv, f.token(t, nil))
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUnauthorized ||
+		parseChallenge(t, resp.Header.Get("WWW-Authenticate"))["error_description"] != "the mandate has been revoked" {
+		t.Fatalf("status %d, challenge %q, body %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+}
+
+func TestGuardMiddlewareWithoutAVerifiedMandateServesNothing(t *testing.T) {
+	f := newFixture(t)
+	g := newTestGuard(t, f.verifier(t, nil), GuardOptions{})
+	rec := httptest.NewRecorder()
+	g.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the handler ran without a verified mandate")
+	})).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", rec.Code)
+	}
+}
+
+func TestNewGuardRefusesBadOptions(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier(t, nil)
+	for _, n := range []int{511, 1<<20 + 1, -1} {
+		if _, err := NewGuard(v, GuardOptions{CheckBytes: n}); err == nil {
+			t.Errorf("check_bytes %d accepted", n)
+		}
+	}
+	if _, err := NewGuard(nil, GuardOptions{}); err == nil {
+		t.Error("a guard without a verifier was built")
 	}
 }
