@@ -102,6 +102,13 @@ func (g *gated) GetResource(ctx context.Context, zoneID, identifier string) (sto
 	return g.inner.GetResource(ctx, zoneID, identifier)
 }
 
+func (g *gated) ZoneScopes(ctx context.Context, zoneID string) ([]string, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, err
+	}
+	return g.inner.ZoneScopes(ctx, zoneID)
+}
+
 func (g *gated) SigningKeys(ctx context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {
 	if err := g.wait(ctx); err != nil {
 		return nil, err
