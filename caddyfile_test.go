@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -98,5 +99,94 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Fatal("adapted without error")
 			}
 		})
+	}
+}
+
+// TestCaddyfileSubdirectiveErrors: unknown and repeated subdirectives are refused in
+// every Caracal block, with the file and line.
+func TestCaddyfileSubdirectiveErrors(t *testing.T) {
+	cases := map[string]struct{ src, want string }{
+		"unknown in caracal": {"{\n caracal {\n  colour blue\n }\n}\n",
+			`caracal: unknown subdirective "colour", at Caddyfile:3`},
+		"repeated in caracal": {"{\n caracal {\n  issuer a\n  issuer b\n }\n}\n",
+			"caracal: issuer is given twice (first at Caddyfile:3), at Caddyfile:4"},
+		"stream key in and beside revocation": {"{\n caracal {\n  stream_key 0123456789abcdef\n  revocation local stream_key 0123456789abcdef\n }\n}\n",
+			"caracal: stream_key is given twice (first at Caddyfile:3), at Caddyfile:4"},
+		"arguments on caracal": {"{\n caracal x\n}\n",
+			`caracal takes no arguments, only a block, got "x", at Caddyfile:2`},
+		"repeated in caracal_sts": {"{\n caracal_sts {\n  base_url a\n  leeway 1s\n  base_url b\n }\n}\n",
+			"caracal_sts: base_url is given twice (first at Caddyfile:3), at Caddyfile:5"},
+		"unknown in caracal_sts": {"{\n caracal_sts {\n  nonsense 1\n }\n}\n",
+			`caracal_sts: unknown subdirective "nonsense", at Caddyfile:3`},
+		"repeated in a zone": {"{\n caracal_sts {\n  zone a {\n   policy default\n   policy default\n  }\n }\n}\n",
+			"zone a: policy is given twice (first at Caddyfile:4), at Caddyfile:5"},
+		"repeated in caracal_coordinator": {"{\n caracal_coordinator {\n  sweep_interval 1s\n  sweep_interval 2s\n }\n}\n",
+			"caracal_coordinator: sweep_interval is given twice (first at Caddyfile:3), at Caddyfile:4"},
+		"repeated in caracal_mandate": {":8080 {\n caracal_mandate {\n  resource a\n  resource b\n }\n}\n",
+			"caracal_mandate: resource is given twice (first at Caddyfile:3), at Caddyfile:4"},
+		"unknown in caracal_mandate": {":8080 {\n caracal_mandate {\n  resource a\n  colour blue\n }\n}\n",
+			`caracal_mandate: unknown subdirective "colour", at Caddyfile:4`},
+		"repeated on a revocation line": {":8080 {\n caracal_mandate {\n  revocation local retention 1h retention 2h\n }\n}\n",
+			"revocation: retention is given twice (first at Caddyfile:3), at Caddyfile:3"},
+		"unknown in a revocation block": {":8080 {\n caracal_mandate {\n  revocation local {\n   colour blue\n  }\n }\n}\n",
+			`revocation: unknown subdirective "colour", at Caddyfile:4`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := adapt(t, []byte(c.src))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileEmptyEnvironmentVariable: an unset {$VAR} leaves the option without a
+// value, and the error says so and names the option, not "wrong argument count".
+func TestCaddyfileEmptyEnvironmentVariable(t *testing.T) {
+	const name = "CARACAL_TEST_UNSET_KEK"
+	if v, ok := os.LookupEnv(name); ok {
+		os.Unsetenv(name)
+		t.Cleanup(func() { os.Setenv(name, v) })
+	}
+	_, err := adapt(t, []byte("{\n caracal_sts {\n  key_encryption_key {$"+name+"}\n }\n}\n"))
+	if err == nil || !strings.Contains(err.Error(), "key_encryption_key: the value is empty") || !strings.Contains(err.Error(), "Caddyfile:3") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = adapt(t, []byte(":8080 {\n caracal_mandate {\n  revocation redis://127.0.0.1:6379/0 stream_key {$"+name+"}\n }\n}\n"))
+	if err == nil || !strings.Contains(err.Error(), "stream_key: the value is empty") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestGlobalOptionSuppliesDefaults loads configurations without starting them: a
+// caracal_mandate without an issuer is refused unless the caracal global option names
+// one, and the global stream key reaches the handler's revocation pipeline (a short key
+// is refused there).
+func TestGlobalOptionSuppliesDefaults(t *testing.T) {
+	load := func(global string) error {
+		src := "{\n\tadmin off\n\tpersist_config off\n" + global + "}\n\n" +
+			"http://127.0.0.1:1 {\n\tcaracal_mandate {\n\t\tresource http://api.test\n\t}\n}\n"
+		cfg, err := adapt(t, []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c caddy.Config
+		if err := json.Unmarshal(cfg, &c); err != nil {
+			t.Fatal(err)
+		}
+		return caddy.Validate(&c)
+	}
+	if err := load(""); err == nil || !strings.Contains(err.Error(), "issuer is required") {
+		t.Fatalf("without the global option: err = %v", err)
+	}
+	if err := load("\tcaracal {\n\t\tissuer https://sts.test/zones/demo\n\t\tstream_key 0123456789abcdef\n\t}\n"); err != nil {
+		t.Fatalf("with the global option: %v", err)
+	}
+	if err := load("\tcaracal {\n\t\tissuer https://sts.test/zones/demo\n\t\tstream_key short\n\t}\n"); err == nil || !strings.Contains(err.Error(), "stream_key must be at least 16 characters") {
+		t.Fatalf("a short global stream key: err = %v", err)
+	}
+	if err := load("\tcaracal {\n\t\tissuer https://sts.test/zones/demo\n\t\trevocation local stream_prefix p:\n\t}\n"); err == nil || !strings.Contains(err.Error(), "stream_prefix applies to Redis only") {
+		t.Fatalf("a prefix on the local bus: err = %v", err)
 	}
 }

@@ -21,7 +21,7 @@ func TestModulesRegistered(t *testing.T) {
 	want := strings.Fields(string(raw))
 	var got []string
 	for _, id := range caddy.Modules() {
-		if strings.HasPrefix(caddy.ModuleID(id).Name(), "caracal_") {
+		if name := caddy.ModuleID(id).Name(); name == "caracal" || strings.HasPrefix(name, "caracal_") {
 			got = append(got, id)
 		}
 	}

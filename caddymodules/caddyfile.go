@@ -1,11 +1,11 @@
 package caddymodules
 
 import (
-	"strconv"
-
-	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caracalgw/caracal/internal/caddyfileopts"
 )
 
 func init() {
@@ -13,18 +13,22 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("caracal_mandate", httpcaddyfile.Before, "basic_auth")
 }
 
-// parseCaddyfile parses the following. Without a revocation line the handler uses
-// the transport and key of the process's caracal_sts app, and local without one.
+// parseCaddyfile builds the handler from its directive.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	caracal_mandate [<matcher>] {
 //		issuer           <zone issuer URL>
 //		resource         <identifier>
 //		scopes           <scope...>
-//		revocation       local | <redis URL> {
-//			stream_key    <secret>
-//			stream_prefix <prefix>
-//			retention     <duration>
-//		}
+//		revocation       local | <redis URL> [stream_key <secret>] [stream_prefix <prefix>] [retention <duration>]
 //		max_staleness    <duration>
 //		on_stale         deny | allow
 //		check_bytes      <n>
@@ -36,117 +40,91 @@ func init() {
 //			renew_before <duration>
 //		}
 //	}
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Handler)
-	h.Next()
-	if h.NextArg() {
-		return nil, h.ArgErr()
+//
+// revocation also takes a block holding the same settings, one a line. scopes may be
+// repeated (the lists add up); every other subdirective is given at most once. Settings
+// left out come from the caracal global option, then from the process's caracal_sts
+// app (revocation), then from the defaults; Validate checks the result.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.Errf("caracal_mandate takes no arguments besides a matcher, got %q", d.Val())
 	}
-	for h.NextBlock(0) {
-		switch h.Val() {
+	seen := caddyfileopts.NewSeen("caracal_mandate", "scopes")
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.Add(d); err != nil {
+			return err
+		}
+		var err error
+		switch d.Val() {
 		case "issuer":
-			if !h.AllArgs(&m.Issuer) {
-				return nil, h.ArgErr()
-			}
+			err = caddyfileopts.String(d, &h.Issuer)
 		case "resource":
-			if !h.AllArgs(&m.Resource) {
-				return nil, h.ArgErr()
-			}
+			err = caddyfileopts.String(d, &h.Resource)
 		case "scopes":
-			m.Scopes = append(m.Scopes, h.RemainingArgs()...)
-			if len(m.Scopes) == 0 {
-				return nil, h.ArgErr()
+			name := d.Val()
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return caddyfileopts.Empty(d, name)
 			}
+			h.Scopes = append(h.Scopes, scopes...)
 		case "revocation":
-			if err := m.Revocation.UnmarshalCaddyfile(h.Dispenser); err != nil {
-				return nil, err
-			}
-		case "max_staleness", "leeway":
-			name := h.Val()
-			var s string
-			if !h.AllArgs(&s) {
-				return nil, h.ArgErr()
-			}
-			d, err := caddy.ParseDuration(s)
-			if err != nil {
-				return nil, h.Errf("%s: %v", name, err)
-			}
-			if name == "leeway" {
-				m.Leeway = caddy.Duration(d)
-			} else {
-				m.MaxStaleness = caddy.Duration(d)
-			}
+			err = h.Revocation.UnmarshalCaddyfile(d)
+		case "max_staleness":
+			err = caddyfileopts.Duration(d, &h.MaxStaleness)
+		case "leeway":
+			err = caddyfileopts.Duration(d, &h.Leeway)
 		case "on_stale":
-			if !h.AllArgs(&m.OnStale) {
-				return nil, h.ArgErr()
-			}
-			if m.OnStale != "deny" && m.OnStale != "allow" {
-				return nil, h.Errf("on_stale must be deny or allow")
-			}
+			err = caddyfileopts.String(d, &h.OnStale)
 		case "check_bytes":
-			var s string
-			if !h.AllArgs(&s) {
-				return nil, h.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				return nil, h.Errf("check_bytes: %v", err)
-			}
-			m.CheckBytes = n
-		case "forward_mandate", "end_on_expiry":
-			name := h.Val()
-			var s string
-			if !h.AllArgs(&s) {
-				return nil, h.ArgErr()
-			}
-			var on bool
-			switch s {
-			case "on":
-				on = true
-			case "off":
-			default:
-				return nil, h.Errf("%s must be on or off", name)
-			}
-			if name == "forward_mandate" {
-				m.ForwardMandate = &on
-			} else {
-				m.EndOnExpiry = &on
-			}
+			err = caddyfileopts.Int(d, &h.CheckBytes)
+		case "forward_mandate":
+			err = caddyfileopts.OnOff(d, &h.ForwardMandate)
+		case "end_on_expiry":
+			err = caddyfileopts.OnOff(d, &h.EndOnExpiry)
 		case "reject_stale_epoch":
-			if h.NextArg() {
-				return nil, h.ArgErr()
-			}
-			m.RejectStaleEpoch = true
+			err = caddyfileopts.NoArgs(d)
+			h.RejectStaleEpoch = true
 		case "exchange":
-			m.Exchange = new(ExchangeConfig)
-			if h.NextArg() {
-				m.Exchange.TokenEndpoint = h.Val()
-				if h.NextArg() {
-					return nil, h.ArgErr()
-				}
-			}
-			for nesting := h.Nesting(); h.NextBlock(nesting); {
-				switch h.Val() {
-				case "renew_before":
-					var s string
-					if !h.AllArgs(&s) {
-						return nil, h.ArgErr()
-					}
-					d, err := caddy.ParseDuration(s)
-					if err != nil {
-						return nil, h.Errf("renew_before: %v", err)
-					}
-					m.Exchange.RenewBefore = caddy.Duration(d)
-				default:
-					return nil, h.Errf("unrecognized exchange option %q", h.Val())
-				}
-			}
+			h.Exchange = new(ExchangeConfig)
+			err = h.Exchange.unmarshalCaddyfile(d)
 		default:
-			return nil, h.Errf("unrecognized caracal_mandate option %q", h.Val())
+			return seen.Unknown(d)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if m.Issuer == "" || m.Resource == "" {
-		return nil, h.Err("caracal_mandate needs issuer and resource")
-	}
-	return m, nil
+	return nil
 }
+
+// unmarshalCaddyfile reads `exchange [<token endpoint>] { renew_before <duration> }`.
+func (c *ExchangeConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		c.TokenEndpoint = d.Val()
+		if d.NextArg() {
+			return d.Errf("exchange takes one token endpoint, got another: %q", d.Val())
+		}
+	}
+	seen := caddyfileopts.NewSeen("exchange")
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.Add(d); err != nil {
+			return err
+		}
+		switch d.Val() {
+		case "renew_before":
+			if err := caddyfileopts.Duration(d, &c.RenewBefore); err != nil {
+				return err
+			}
+		default:
+			return seen.Unknown(d)
+		}
+	}
+	return nil
+}
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*DemoUpstream)(nil)
+)

@@ -78,14 +78,11 @@ func TestCaddyfileRefusesBadInput(t *testing.T) {
 	const base = "issuer https://sts.test/zones/demo\n resource https://api.test/v1\n"
 	cases := map[string]string{
 		"an argument on the directive":       "caracal_mandate x {\n" + base + "}",
-		"a missing issuer":                   "caracal_mandate {\n resource https://api.test/v1\n}",
-		"a missing resource":                 "caracal_mandate {\n issuer https://sts.test/zones/demo\n}",
 		"an unknown option":                  "caracal_mandate {\n" + base + " colour blue\n}",
 		"two issuers on one line":            "caracal_mandate {\n issuer a b\n resource https://api.test/v1\n}",
 		"scopes without a scope":             "caracal_mandate {\n" + base + " scopes\n}",
 		"a bad duration":                     "caracal_mandate {\n" + base + " max_staleness soon\n}",
 		"a bad leeway":                       "caracal_mandate {\n" + base + " leeway 1 2\n}",
-		"an unknown on_stale":                "caracal_mandate {\n" + base + " on_stale maybe\n}",
 		"a check_bytes that is no int":       "caracal_mandate {\n" + base + " check_bytes 4k\n}",
 		"forward_mandate neither on nor off": "caracal_mandate {\n" + base + " forward_mandate yes\n}",
 		"end_on_expiry without a value":      "caracal_mandate {\n" + base + " end_on_expiry\n}",
@@ -95,6 +92,13 @@ func TestCaddyfileRefusesBadInput(t *testing.T) {
 		"a bad renew_before":                 "caracal_mandate {\n" + base + " exchange {\n  renew_before later\n }\n}",
 		"an unknown revocation option":       "caracal_mandate {\n" + base + " revocation local {\n  colour blue\n }\n}",
 		"a revocation without transport":     "caracal_mandate {\n" + base + " revocation\n}",
+		"a repeated issuer":                  "caracal_mandate {\n" + base + " issuer https://sts.test/zones/other\n}",
+		"a repeated revocation":              "caracal_mandate {\n" + base + " revocation local\n revocation local\n}",
+		"a repeated exchange option":         "caracal_mandate {\n" + base + " exchange {\n  renew_before 1s\n  renew_before 2s\n }\n}",
+		"a stream key on the line and block": "caracal_mandate {\n" + base + " revocation local stream_key 0123456789abcdef {\n  stream_key 0123456789abcdef\n }\n}",
+		"a one-line setting without a value": "caracal_mandate {\n" + base + " revocation redis://127.0.0.1:6379/0 stream_key\n}",
+		"an unknown one-line setting":        "caracal_mandate {\n" + base + " revocation redis://127.0.0.1:6379/0 colour blue\n}",
+		"two values in the revocation block": "caracal_mandate {\n" + base + " revocation local {\n  stream_key a b\n }\n}",
 	}
 	for name, src := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -105,9 +109,24 @@ func TestCaddyfileRefusesBadInput(t *testing.T) {
 	}
 }
 
-// TestProvisionRefusesBadConfiguration covers what only Provision can check, on a bare
+// load provisions and validates h as Caddy loads a module: Provision, then Validate,
+// and Cleanup when either fails.
+func load(ctx caddy.Context, h *Handler) error {
+	err := h.Provision(ctx)
+	if err == nil {
+		err = h.Validate()
+	}
+	if err != nil {
+		if cerr := h.Cleanup(); cerr != nil {
+			return cerr
+		}
+	}
+	return err
+}
+
+// TestLoadRefusesBadConfiguration covers what only loading can check, on a bare
 // context (no STS app: keys would come from the issuer's metadata).
-func TestProvisionRefusesBadConfiguration(t *testing.T) {
+func TestLoadRefusesBadConfiguration(t *testing.T) {
 	cases := map[string]*Handler{
 		"no issuer":                    {Resource: testResource},
 		"no resource":                  {Issuer: "https://sts.test/zones/demo"},
@@ -125,16 +144,58 @@ func TestProvisionRefusesBadConfiguration(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			defer cancel()
-			err := h.Provision(ctx)
-			// Caddy cleans up after a failed Provision too.
-			if cerr := h.Cleanup(); cerr != nil {
-				t.Fatal(cerr)
-			}
+			err := load(ctx, h)
 			if err == nil {
-				t.Fatal("provisioned")
+				t.Fatal("loaded")
 			}
-			if !strings.HasPrefix(err.Error(), "caracal_mandate: ") {
-				t.Fatalf("error %q does not name the handler", err)
+			// Caddy prefixes the module's name itself ("provision http.handlers.caracal_mandate: ...").
+			if strings.Contains(err.Error(), "caracal_mandate") {
+				t.Fatalf("error %q repeats the module name Caddy adds", err)
+			}
+		})
+	}
+}
+
+// TestCaddyfileErrorsNameTheLine: a repeated or unknown subdirective is refused with
+// the file and line of the offending token.
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	cases := map[string]struct{ src, want string }{
+		"repeated": {"caracal_mandate {\n issuer a\n resource b\n issuer c\n}",
+			"caracal_mandate: issuer is given twice (first at Testfile:2), at Testfile:4"},
+		"unknown": {"caracal_mandate {\n issuer a\n colour blue\n}",
+			`caracal_mandate: unknown subdirective "colour", at Testfile:3`},
+		"a revocation setting outside revocation": {"caracal_mandate {\n revocation local stream_key 0123456789abcdef\n stream_prefix x\n}",
+			`caracal_mandate: unknown subdirective "stream_prefix", at Testfile:3`},
+		"repeated on the revocation line": {"caracal_mandate {\n issuer a\n revocation local stream_key 0123456789abcdef stream_key 0123456789abcdef\n}",
+			"revocation: stream_key is given twice (first at Testfile:3), at Testfile:3"},
+		"empty value": {"caracal_mandate {\n issuer\n}",
+			"issuer: the value is empty"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := parse(c.src)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileRevocationForms: the one-line and the block form give the same settings.
+func TestCaddyfileRevocationForms(t *testing.T) {
+	want := caddyrev.Config{Transport: "redis://127.0.0.1:6379/0", StreamKey: "{env.KEY}", StreamPrefix: "p:", Retention: caddy.Duration(2 * time.Hour)}
+	for name, src := range map[string]string{
+		"one line": "caracal_mandate {\n revocation redis://127.0.0.1:6379/0 stream_key {env.KEY} stream_prefix p: retention 2h\n}",
+		"block":    "caracal_mandate {\n revocation redis://127.0.0.1:6379/0 {\n  stream_key {env.KEY}\n  stream_prefix p:\n  retention 2h\n }\n}",
+		"both":     "caracal_mandate {\n revocation redis://127.0.0.1:6379/0 stream_key {env.KEY} {\n  stream_prefix p:\n  retention 2h\n }\n}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, err := parse(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Revocation != want {
+				t.Fatalf("revocation = %+v, want %+v", h.Revocation, want)
 			}
 		})
 	}
@@ -144,7 +205,7 @@ func TestProvisionAppliesDefaults(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{Issuer: "https://sts.test/zones/demo", Resource: testResource}
-	if err := h.Provision(ctx); err != nil {
+	if err := load(ctx, h); err != nil {
 		t.Fatal(err)
 	}
 	defer h.Cleanup()

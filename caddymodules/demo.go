@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -16,11 +17,11 @@ import (
 func init() {
 	caddy.RegisterModule(new(DemoUpstream))
 	httpcaddyfile.RegisterHandlerDirective("caracal_demo_upstream", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		h.Next()
-		if h.NextArg() || h.NextBlock(0) {
-			return nil, h.Err("caracal_demo_upstream takes no arguments")
+		m := new(DemoUpstream)
+		if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+			return nil, err
 		}
-		return new(DemoUpstream), nil
+		return m, nil
 	})
 	httpcaddyfile.RegisterDirectiveOrder("caracal_demo_upstream", httpcaddyfile.After, "respond")
 }
@@ -35,6 +36,17 @@ func init() {
 //	.../events           server-sent events: one every interval_ms (default 1000;
 //	                     0 sends the headers and then nothing, an idle stream)
 type DemoUpstream struct{}
+
+// UnmarshalCaddyfile reads the directive, which takes no arguments:
+//
+//	caracal_demo_upstream [<matcher>]
+func (*DemoUpstream) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("caracal_demo_upstream takes no arguments")
+	}
+	return nil
+}
 
 // CaddyModule returns the Caddy module information.
 func (*DemoUpstream) CaddyModule() caddy.ModuleInfo {

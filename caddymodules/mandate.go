@@ -13,7 +13,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caracalgw/caracal/internal/caddydefaults"
 	"github.com/caracalgw/caracal/internal/caddyrev"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/mandate"
@@ -25,6 +27,24 @@ func init() {
 }
 
 // Handler verifies the request's resource mandate and guards the response.
+//
+// On an admitted request it replaces every client-sent X-Caracal-* header with
+// X-Caracal-Sub, -Client-Id, -Zone, -Scope and -Sid, and sets these placeholders:
+//
+//	{http.auth.user.id}         the mandate's sub
+//	{http.auth.user.client_id}  its client_id
+//	{http.auth.user.zone_id}    its zone
+//	{http.auth.user.scope}      its scopes, space-separated
+//	{http.auth.user.sid}        its session id
+//	{http.auth.user.root_sid}   the session id at the root of its delegation chain
+//	{http.auth.user.jti}        its jti
+//
+// A refused request, when the server has error routes (handle_errors), reaches them
+// with the WWW-Authenticate (or, for 503, Retry-After) header already set, the usual
+// {http.error.status_code} and {http.error.message}, and:
+//
+//	{http.auth.caracal.error}              the RFC 6750 error code (empty for a missing token or a 503)
+//	{http.auth.caracal.error_description}  the reason, safe to send
 type Handler struct {
 	// Issuer is the zone issuer URL ({base}/zones/{zone}) whose mandates are accepted.
 	Issuer string `json:"issuer"`
@@ -76,20 +96,25 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.caracal_mandate", New: func() caddy.Module { return new(Handler) }}
 }
 
-// Provision builds the verifier: keys in process when the caracal_sts app of this
-// configuration issues for the zone, else from the issuer's metadata.
+// Provision takes the settings left out from the caracal global option and builds the
+// verifier: keys in process when the caracal_sts app of this configuration issues for
+// the zone, else from the issuer's metadata.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.Issuer == "" || h.Resource == "" {
-		return errors.New("caracal_mandate: issuer and resource are required")
+	defaults, err := caddydefaults.Of(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Issuer == "" {
+		h.Issuer = defaults.Issuer
 	}
 	if h.CheckBytes == 0 {
 		h.CheckBytes = verify.DefaultCheckBytes
 	}
-	switch h.OnStale {
-	case "", "deny", "allow":
-	default:
-		return fmt.Errorf("caracal_mandate: on_stale must be deny or allow, not %q", h.OnStale)
+	// Caddy validates after provisioning; nothing below is opened for a configuration
+	// that Validate refuses.
+	if err := h.Validate(); err != nil {
+		return err
 	}
 	h.forward = h.ForwardMandate == nil || *h.ForwardMandate
 	h.endOnExp = h.EndOnExpiry == nil || *h.EndOnExpiry
@@ -102,9 +127,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// same transport and with the same key.
 		rev = rc.RevocationConfig()
 	}
-	var err error
+	rev = rev.WithDefaults(defaults.Revocation)
 	if h.pipeline, err = caddyrev.Open(ctx, rev, h.logger); err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+		return err
 	}
 	if h.pipeline.Transport == "local" && sts == nil {
 		h.logger.Warn("revocation transport is local and this process runs no caracal_sts app: no publisher can ever send heartbeats, so every request is refused with 503; configure the STS's revocation transport (e.g. a redis:// URL and its stream_key)",
@@ -131,14 +156,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Leeway:           time.Duration(h.Leeway),
 	})
 	if err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+		return err
 	}
 	if err := h.newGuard(); err != nil {
 		return err
 	}
 	if h.Exchange != nil {
 		if h.exchanger, err = newExchanger(h.Exchange, h.Issuer, h.Resource, h.Scopes, sts, h.verifier.ZoneID()); err != nil {
-			return fmt.Errorf("caracal_mandate: %w", err)
+			return err
 		}
 	}
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
@@ -148,11 +173,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// Validate checks the configuration (after Provision filled in the defaults). The
+// verifier, the response guard and the exchanger check the values they own (the
+// issuer's form, the leeway, check_bytes, the token endpoint) when Provision builds them.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return errors.New("issuer is required (here or in the caracal global option)")
+	}
+	if h.Resource == "" {
+		return errors.New("resource is required")
+	}
+	switch h.OnStale {
+	case "", "deny", "allow":
+	default:
+		return fmt.Errorf("on_stale must be deny or allow, not %q", h.OnStale)
+	}
+	return nil
+}
+
 // newGuard builds the response guard of h's verifier.
 func (h *Handler) newGuard() error {
 	g, err := verify.NewGuard(h.verifier, verify.GuardOptions{CheckBytes: h.CheckBytes, KeepOnExpiry: !h.endOnExp, Clock: h.clock})
 	if err != nil {
-		return fmt.Errorf("caracal_mandate: %w", err)
+		return err
 	}
 	h.guard = g
 	return nil
@@ -197,8 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if err != nil {
-		h.refuse(w, r, err)
-		return nil
+		return h.refuse(w, r, err)
 	}
 	h.metrics.allowed.Inc()
 
@@ -241,20 +283,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// Headers are out: make sure the client cannot take the response as complete.
 			panic(http.ErrAbortHandler)
 		}
-		h.refuse(w, r, &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "the mandate has been revoked"})
-		return nil
+		return h.refuse(w, r, &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "the mandate has been revoked"})
 	}
 	return err
 }
 
-// refuse answers per RFC 6750 and counts the refusal.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+// refuse answers a refusal per RFC 6750 and counts it. When the server has error
+// routes (handle_errors), the refusal's header fields (WWW-Authenticate, or Retry-After
+// for a 503) are set and the refusal is returned as a caddyhttp.HandlerError, so that
+// the routes write the body; the placeholders http.auth.caracal.error and
+// http.auth.caracal.error_description hold its RFC 6750 code and description. Without
+// error routes the handler writes the description as the body itself.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	var ve *verify.Error
-	if errors.As(err, &ve) {
+	isRefusal := errors.As(err, &ve)
+	if isRefusal {
 		h.metrics.refused.WithLabelValues(refusalLabel(ve)).Inc()
-		h.logger.Debug("mandate refused", zap.Int("status", ve.Status), zap.String("error", ve.Code), zap.String("reason", ve.Description), zap.String("path", r.URL.Path))
+		if c := h.logger.Check(zapcore.DebugLevel, "mandate refused"); c != nil {
+			c.Write(zap.Int("status", ve.Status), zap.String("error", ve.Code), zap.String("reason", ve.Description), zap.String("path", r.URL.Path))
+		}
 	}
-	verify.WriteError(w, h.verifier.Realm(), err)
+	if !hasErrorRoutes(r) {
+		verify.WriteError(w, h.verifier.Realm(), err)
+		return nil
+	}
+	if !isRefusal {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	verify.SetErrorHeaders(w.Header(), h.verifier.Realm(), ve)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.caracal.error", ve.Code)
+		repl.Set("http.auth.caracal.error_description", ve.Description)
+	}
+	return caddyhttp.Error(ve.Status, ve)
+}
+
+// hasErrorRoutes reports whether the server serving r has error routes (handle_errors).
+func hasErrorRoutes(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.Errors != nil && len(srv.Errors.Routes) > 0
 }
 
 func refusalLabel(e *verify.Error) string {
@@ -271,6 +338,7 @@ func refusalLabel(e *verify.Error) string {
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

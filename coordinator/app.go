@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -17,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/caddyfileopts"
 	"github.com/caracalgw/caracal/internal/caddystore"
 	"github.com/caracalgw/caracal/internal/control"
 	"github.com/caracalgw/caracal/internal/issuer"
@@ -70,27 +70,27 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	v, err := ctx.AppIfConfigured("caracal_sts")
 	if errors.Is(err, caddy.ErrNotConfigured) {
-		return errors.New("caracal_coordinator needs the caracal_sts app in the same configuration (for zone keys and issuers): add a caracal_sts { base_url … } global option")
+		return errors.New("the Coordinator needs the caracal_sts app in the same configuration (for zone keys and issuers): add a caracal_sts { base_url … } global option")
 	}
 	if err != nil {
-		return fmt.Errorf("caracal_coordinator: %w", err)
+		return err
 	}
 	sts, ok := v.(stsApp)
 	if !ok {
-		return errors.New("caracal_coordinator: unexpected caracal_sts app")
+		return errors.New("the caracal_sts app of this configuration is not Caracal's STS")
 	}
 	cfg := sts.StorageConfig()
 	if a.Storage != nil {
 		same, err := a.Storage.Same(cfg)
 		if err != nil {
-			return fmt.Errorf("caracal_coordinator: %w", err)
+			return err
 		}
 		if !same {
-			return errors.New("caracal_coordinator: storage differs from the caracal_sts app's; the Coordinator uses the STS's storage (whose outbox relay publishes its revocations): remove the storage option here")
+			return errors.New("storage differs from the caracal_sts app's; the Coordinator uses the STS's storage (whose outbox relay publishes its revocations): remove the storage option here")
 		}
 	}
 	if a.runtime, err = caddystore.Open(cfg); err != nil {
-		return fmt.Errorf("caracal_coordinator: %w", err)
+		return err
 	}
 	a.service, err = control.New(control.Options{
 		Store:          a.runtime.Store(),
@@ -100,7 +100,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Logger:         a.logger,
 	})
 	if err != nil {
-		return fmt.Errorf("caracal_coordinator: %w", err)
+		return err
+	}
+	return nil
+}
+
+// Validate checks the configuration. The admin API checks the bootstrap token's length
+// once placeholders are replaced, when Provision builds it.
+func (a *App) Validate() error {
+	if a.SweepInterval < 0 {
+		return errors.New("sweep_interval must be positive")
 	}
 	return nil
 }
@@ -143,7 +152,8 @@ func (a *App) Stop() error {
 // Cleanup releases the shared storage runtime.
 func (a *App) Cleanup() error { return a.runtime.Release() }
 
-// parseGlobal parses:
+// parseGlobal parses the following; each setting is given at most once in a block, and
+// value rules are Validate's:
 //
 //	caracal_coordinator {
 //		storage         memory | postgres <dsn>  # only the caracal_sts app's storage is accepted
@@ -161,36 +171,26 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 		if d.NextArg() {
 			return nil, d.ArgErr()
 		}
+		seen := caddyfileopts.NewSeen("caracal_coordinator")
 		for d.NextBlock(0) {
+			if err := seen.Add(d); err != nil {
+				return nil, err
+			}
+			var err error
 			switch d.Val() {
 			case "storage":
 				var c caddystore.Config
-				if err := c.UnmarshalCaddyfile(d); err != nil {
-					return nil, err
-				}
+				err = c.UnmarshalCaddyfile(d)
 				app.Storage = &c
 			case "bootstrap_token":
-				if !d.NextArg() {
-					return nil, d.ArgErr()
-				}
-				app.BootstrapToken = d.Val()
-				if d.NextArg() {
-					return nil, d.ArgErr()
-				}
+				err = caddyfileopts.String(d, &app.BootstrapToken)
 			case "sweep_interval":
-				if !d.NextArg() {
-					return nil, d.ArgErr()
-				}
-				dur, err := caddy.ParseDuration(d.Val())
-				if err != nil {
-					return nil, d.Errf("sweep_interval: %v", err)
-				}
-				app.SweepInterval = caddy.Duration(dur)
-				if d.NextArg() {
-					return nil, d.ArgErr()
-				}
+				err = caddyfileopts.Duration(d, &app.SweepInterval)
 			default:
-				return nil, d.Errf("unrecognized caracal_coordinator option %q", d.Val())
+				return nil, seen.Unknown(d)
+			}
+			if err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -201,5 +201,6 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 var (
 	_ caddy.App          = (*App)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )

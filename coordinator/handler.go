@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -15,11 +16,11 @@ import (
 func init() {
 	caddy.RegisterModule(new(Handler))
 	httpcaddyfile.RegisterHandlerDirective("caracal_coordinator", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		h.Next()
-		if h.NextArg() || h.NextBlock(0) {
-			return nil, h.Err("caracal_coordinator takes no arguments; configure it with the caracal_coordinator global option")
+		m := new(Handler)
+		if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+			return nil, err
 		}
-		return new(Handler), nil
+		return m, nil
 	})
 	// Next to the STS endpoints, before caracal_mandate.
 	httpcaddyfile.RegisterDirectiveOrder("caracal_coordinator", httpcaddyfile.After, "try_files")
@@ -29,6 +30,17 @@ func init() {
 // to the next handler.
 type Handler struct {
 	service *control.Service
+}
+
+// UnmarshalCaddyfile reads the handler directive, which takes no arguments:
+//
+//	caracal_coordinator [<matcher>]
+func (*Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("caracal_coordinator takes no arguments; configure it with the caracal_coordinator global option")
+	}
+	return nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,4 +74,5 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )

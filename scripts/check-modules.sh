@@ -4,7 +4,7 @@
 set -euo pipefail
 bin=${1:?usage: check-modules.sh <binary>}
 cd "$(dirname "$0")/.."
-got=$("$bin" list-modules | grep -E '(^|\.)caracal_' | sort)
+got=$("$bin" list-modules | grep -E '(^|\.)caracal(_|$)' | sort)
 want=$(sort testdata/modules.txt)
 if [ "$got" != "$want" ]; then
 	echo "module list of $bin differs from testdata/modules.txt:" >&2

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/caddydefaults"
 	"github.com/caracalgw/caracal/internal/caddyrev"
 	"github.com/caracalgw/caracal/internal/caddystore"
 	"github.com/caracalgw/caracal/internal/harden"
@@ -39,8 +40,10 @@ type App struct {
 	// hex, usually a placeholder such as {env.CARACAL_KEK}. Required with PostgreSQL; with
 	// the memory store a random per-process key is used when it is absent.
 	KeyEncryptionKey string `json:"key_encryption_key,omitempty"`
-	// SessionLifetime of session mandates (default 1h), capped by MaxSessionLifetime (default 24h).
-	SessionLifetime    caddy.Duration `json:"session_lifetime,omitempty"`
+	// SessionLifetime of session mandates (default 1h), capped by MaxSessionLifetime.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+	// MaxSessionLifetime caps the lifetime of a session mandate, whatever the client asks
+	// for (default 24h).
 	MaxSessionLifetime caddy.Duration `json:"max_session_lifetime,omitempty"`
 	// MandateLifetime of resource mandates (default 5m, at most 15m).
 	MandateLifetime caddy.Duration `json:"mandate_lifetime,omitempty"`
@@ -54,7 +57,8 @@ type App struct {
 	// Zones are created or updated at start, so a configuration alone runs a deployment.
 	Zones []ZoneConfig `json:"zones,omitempty"`
 	// Revocation is where revocations are published: the in-process bus (default) or
-	// Redis. The STS relays its storage outbox there.
+	// Redis. The STS relays its storage outbox there. Settings left unset come from the
+	// caracal global option.
 	Revocation caddyrev.Config `json:"revocation,omitzero"`
 
 	runtime  *caddystore.Runtime
@@ -72,22 +76,30 @@ type PolicyConfig struct {
 	RemoteURL string `json:"remote_url,omitempty"`
 	// Timeout of one evaluation (default 100ms); a timeout is a deny.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
-	// Limits of one uploaded or configured bundle for the embedded engine (defaults:
-	// 256 KiB, 64 modules, 2000 rules, 2s), and how many compile at once over all
-	// zones (default 2; one per zone).
-	MaxBundleBytes  int            `json:"max_bundle_bytes,omitempty"`
-	MaxModules      int            `json:"max_modules,omitempty"`
-	MaxRules        int            `json:"max_rules,omitempty"`
-	CompileTimeout  caddy.Duration `json:"compile_timeout,omitempty"`
-	MaxCompilations int            `json:"max_compilations,omitempty"`
+	// MaxBundleBytes caps the size of one uploaded or configured bundle for the
+	// embedded engine (default 256 KiB).
+	MaxBundleBytes int `json:"max_bundle_bytes,omitempty"`
+	// MaxModules caps the number of Rego modules of a bundle (default 64).
+	MaxModules int `json:"max_modules,omitempty"`
+	// MaxRules caps the number of rules of a bundle (default 2000).
+	MaxRules int `json:"max_rules,omitempty"`
+	// CompileTimeout bounds the compilation of one bundle (default 2s).
+	CompileTimeout caddy.Duration `json:"compile_timeout,omitempty"`
+	// MaxCompilations is how many bundles compile at once over all zones (default 2;
+	// one per zone).
+	MaxCompilations int `json:"max_compilations,omitempty"`
 }
 
 // ZoneConfig declares a zone.
 type ZoneConfig struct {
-	ID           string              `json:"id"`
-	Name         string              `json:"name,omitempty"`
+	// ID is the zone's identifier, the last segment of its issuer URL.
+	ID string `json:"id"`
+	// Name is a display name (default: the ID).
+	Name string `json:"name,omitempty"`
+	// Applications are the zone's OAuth clients, created or updated at start.
 	Applications []ApplicationConfig `json:"applications,omitempty"`
-	Resources    []ResourceConfig    `json:"resources,omitempty"`
+	// Resources are the zone's resources and the scopes each defines.
+	Resources []ResourceConfig `json:"resources,omitempty"`
 	// Policy is "default" (the bundled default policy) or a directory holding a bundle
 	// (.rego modules and an optional data.json). Empty leaves the zone's policy as it is.
 	Policy string `json:"policy,omitempty"`
@@ -96,24 +108,33 @@ type ZoneConfig struct {
 	Grants []GrantConfig `json:"grants,omitempty"`
 }
 
-// ApplicationConfig declares an application. Secret accepts placeholders.
+// ApplicationConfig declares an application.
 type ApplicationConfig struct {
+	// ClientID is the application's OAuth client_id.
 	ClientID string `json:"client_id"`
-	Name     string `json:"name,omitempty"`
-	Secret   string `json:"secret"`
+	// Name is a display name (default: the client_id).
+	Name string `json:"name,omitempty"`
+	// Secret is the client secret, usually a placeholder such as {env.AGENT_SECRET};
+	// only its hash is stored.
+	Secret string `json:"secret"`
 }
 
 // ResourceConfig declares a resource and its scopes.
 type ResourceConfig struct {
-	Identifier string   `json:"identifier"`
-	Scopes     []string `json:"scopes"`
+	// Identifier is the resource's identifier (RFC 8707), the aud of its mandates.
+	Identifier string `json:"identifier"`
+	// Scopes are the scopes the resource defines.
+	Scopes []string `json:"scopes"`
 }
 
 // GrantConfig grants a client scopes on a resource in the default policy's data.
 type GrantConfig struct {
-	ClientID string   `json:"client_id"`
-	Resource string   `json:"resource"`
-	Scopes   []string `json:"scopes"`
+	// ClientID is the application granted the scopes.
+	ClientID string `json:"client_id"`
+	// Resource is the identifier of the resource the scopes are on.
+	Resource string `json:"resource"`
+	// Scopes are the granted scopes.
+	Scopes []string `json:"scopes"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -134,23 +155,27 @@ var memoryKEK = sync.OnceValues(func() ([]byte, error) {
 // zones are written at Start.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	defaults, err := caddydefaults.Of(ctx)
+	if err != nil {
+		return err
+	}
+	a.Revocation = a.Revocation.WithDefaults(defaults.Revocation)
 	harden.LogApp(a.logger, "caracal_sts", a)
 	repl := caddy.NewReplacer()
-	if a.BaseURL == "" {
-		return errors.New("caracal_sts: base_url is required (the external URL zone issuers are built from)")
+	// Caddy validates after provisioning; nothing below is opened for a configuration
+	// that Validate refuses.
+	if err := a.Validate(); err != nil {
+		return err
 	}
 	kek, err := a.kek(repl)
 	if err != nil {
 		return err
 	}
-	if a.Revocation.Retention < 0 {
-		return errors.New("caracal_sts: revocation retention must not be negative")
-	}
 	if a.runtime, err = caddystore.Open(a.Storage); err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
+		return err
 	}
 	if a.pipeline, err = caddyrev.Open(ctx, a.Revocation, a.logger); err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
+		return err
 	}
 	registerRelayMetrics(ctx.GetMetricsRegistry(), caddystore.RunningRelays)
 	compiler := policy.NewCompiler(policy.CompilerOptions{
@@ -165,7 +190,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Policy.RemoteURL != "" {
 		a.engine, err = policy.NewRemote(policy.RemoteOptions{URL: repl.ReplaceKnown(a.Policy.RemoteURL, ""), Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger})
 		if err != nil {
-			return fmt.Errorf("caracal_sts: remote policy: %w", err)
+			return fmt.Errorf("remote policy: %w", err)
 		}
 	} else {
 		a.engine = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Duration(a.Policy.Timeout), Logger: a.logger, Compiler: compiler})
@@ -190,13 +215,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		ClientIP:           clientIP,
 	})
 	if err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
+		return err
 	}
 	if a.specs, err = a.zoneSpecs(repl); err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
+		return err
 	}
 	if err := a.checkZones(ctx); err != nil {
-		return fmt.Errorf("caracal_sts: %w", err)
+		return err
 	}
 	return nil
 }
@@ -237,12 +262,12 @@ func (a *App) kek(repl *caddy.Replacer) ([]byte, error) {
 	if raw != "" {
 		k, err := keys.ParseKEK(raw)
 		if err != nil {
-			return nil, fmt.Errorf("caracal_sts: key_encryption_key: %w", err)
+			return nil, fmt.Errorf("key_encryption_key: %w", err)
 		}
 		return k, nil
 	}
-	if a.Storage.Driver != "" && a.Storage.Driver != "memory" {
-		return nil, errors.New("caracal_sts: key_encryption_key is required with persistent storage (32 bytes, base64 or hex)")
+	if a.persistent() {
+		return nil, errors.New("key_encryption_key is empty after placeholders were replaced; it is required with persistent storage (32 bytes, base64 or hex)")
 	}
 	return memoryKEK()
 }
@@ -273,8 +298,6 @@ func (a *App) zoneSpecs(repl *caddy.Replacer) ([]issuer.ZoneSpec, error) {
 				return nil, fmt.Errorf("zone %s: %w", zc.ID, err)
 			}
 			spec.Policy = bundle
-		} else if len(zc.Grants) > 0 {
-			return nil, fmt.Errorf("zone %s: grants need a policy (e.g. policy default)", zc.ID)
 		}
 		specs = append(specs, spec)
 	}
@@ -362,5 +385,6 @@ func (a *App) StorageConfig() caddystore.Config { return a.Storage }
 var (
 	_ caddy.App          = (*App)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -2,13 +2,13 @@ package sts
 
 import (
 	"encoding/json"
-	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caracalgw/caracal/internal/caddyfileopts"
 )
 
 func init() {
@@ -19,15 +19,24 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("caracal_sts", httpcaddyfile.After, "try_files")
 }
 
-// parseHandler parses the handler directive, which takes no arguments:
+// parseHandler builds the handler from its directive.
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// UnmarshalCaddyfile reads the handler directive, which takes no arguments:
 //
 //	caracal_sts [<matcher>]
-func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	h.Next()
-	if h.NextArg() || h.NextBlock(0) {
-		return nil, h.Err("caracal_sts takes no arguments; configure it with the caracal_sts global option")
+func (*Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("caracal_sts takes no arguments; configure it with the caracal_sts global option")
 	}
-	return new(Handler), nil
+	return nil
 }
 
 // parseGlobal parses the caracal_sts global option:
@@ -48,11 +57,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		policy_max_rules     <n>
 //		policy_compile_timeout <duration>
 //		policy_max_compilations <n>
-//		revocation           local | <redis url> {
-//			stream_key    <secret>
-//			stream_prefix <prefix>
-//			retention     <duration>
-//		}
+//		revocation           local | <redis url> [stream_key <secret>] [stream_prefix <prefix>] [retention <duration>]
 //		zone <id> {
 //			name        <text>
 //			application <client_id> <secret>
@@ -62,7 +67,10 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		}
 //	}
 //
-// Repeated caracal_sts blocks merge: later settings win, zones accumulate.
+// revocation also takes a block holding its settings, one a line. A setting given twice
+// in a block is refused; zone, and application, resource and grant inside a zone, may
+// repeat. Repeated caracal_sts blocks merge: later settings win, zones accumulate. Value
+// rules (base_url required, a key with persistent storage, ...) are Validate's.
 func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	app := new(App)
 	if existing, ok := existingVal.(httpcaddyfile.App); ok {
@@ -74,8 +82,12 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 		if d.NextArg() {
 			return nil, d.ArgErr()
 		}
+		seen := caddyfileopts.NewSeen("caracal_sts", "zone")
 		for d.NextBlock(0) {
-			if err := parseGlobalOption(d, app); err != nil {
+			if err := seen.Add(d); err != nil {
+				return nil, err
+			}
+			if err := parseGlobalOption(d, app, seen); err != nil {
 				return nil, err
 			}
 		}
@@ -83,28 +95,28 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	return httpcaddyfile.App{Name: "caracal_sts", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
+func parseGlobalOption(d *caddyfile.Dispenser, app *App, seen *caddyfileopts.Seen) error {
 	switch d.Val() {
 	case "base_url":
-		return oneArg(d, &app.BaseURL)
+		return caddyfileopts.String(d, &app.BaseURL)
 	case "storage":
 		return app.Storage.UnmarshalCaddyfile(d)
 	case "key_encryption_key":
-		return oneArg(d, &app.KeyEncryptionKey)
+		return caddyfileopts.String(d, &app.KeyEncryptionKey)
 	case "session_lifetime":
-		return durationArg(d, &app.SessionLifetime)
+		return caddyfileopts.Duration(d, &app.SessionLifetime)
 	case "max_session_lifetime":
-		return durationArg(d, &app.MaxSessionLifetime)
+		return caddyfileopts.Duration(d, &app.MaxSessionLifetime)
 	case "mandate_lifetime":
-		return durationArg(d, &app.MandateLifetime)
+		return caddyfileopts.Duration(d, &app.MandateLifetime)
 	case "leeway":
-		return durationArg(d, &app.Leeway)
+		return caddyfileopts.Duration(d, &app.Leeway)
 	case "refresh_interval":
-		return durationArg(d, &app.RefreshInterval)
+		return caddyfileopts.Duration(d, &app.RefreshInterval)
 	case "policy_remote":
-		return oneArg(d, &app.Policy.RemoteURL)
+		return caddyfileopts.String(d, &app.Policy.RemoteURL)
 	case "policy_timeout":
-		return durationArg(d, &app.Policy.Timeout)
+		return caddyfileopts.Duration(d, &app.Policy.Timeout)
 	case "policy_max_bundle_bytes":
 		return intArg(d, &app.Policy.MaxBundleBytes)
 	case "policy_max_modules":
@@ -112,7 +124,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
 	case "policy_max_rules":
 		return intArg(d, &app.Policy.MaxRules)
 	case "policy_compile_timeout":
-		return durationArg(d, &app.Policy.CompileTimeout)
+		return caddyfileopts.Duration(d, &app.Policy.CompileTimeout)
 	case "policy_max_compilations":
 		return intArg(d, &app.Policy.MaxCompilations)
 	case "revocation":
@@ -120,7 +132,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App) error {
 	case "zone":
 		return parseZone(d, app)
 	default:
-		return d.Errf("unrecognized caracal_sts option %q", d.Val())
+		return seen.Unknown(d)
 	}
 }
 
@@ -133,16 +145,20 @@ func parseZone(d *caddyfile.Dispenser, app *App) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := caddyfileopts.NewSeen("zone "+z.ID, "application", "resource", "grant")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := seen.Add(d); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "name":
-			if err := oneArg(d, &z.Name); err != nil {
+			if err := caddyfileopts.String(d, &z.Name); err != nil {
 				return err
 			}
 		case "application":
 			var a ApplicationConfig
 			if !d.Args(&a.ClientID, &a.Secret) || d.NextArg() {
-				return d.Err("application takes <client_id> <secret>")
+				return d.Err("application takes <client_id> <secret> (an unset or empty {$VAR} leaves the secret out)")
 			}
 			z.Applications = append(z.Applications, a)
 		case "resource":
@@ -157,7 +173,7 @@ func parseZone(d *caddyfile.Dispenser, app *App) error {
 			}
 			z.Resources = append(z.Resources, r)
 		case "policy":
-			if err := oneArg(d, &z.Policy); err != nil {
+			if err := caddyfileopts.String(d, &z.Policy); err != nil {
 				return err
 			}
 		case "grant":
@@ -171,7 +187,7 @@ func parseZone(d *caddyfile.Dispenser, app *App) error {
 			}
 			z.Grants = append(z.Grants, g)
 		default:
-			return d.Errf("unrecognized zone option %q", d.Val())
+			return seen.Unknown(d)
 		}
 	}
 	for i := range app.Zones {
@@ -183,40 +199,18 @@ func parseZone(d *caddyfile.Dispenser, app *App) error {
 	return nil
 }
 
-func oneArg(d *caddyfile.Dispenser, dst *string) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
 func intArg(d *caddyfile.Dispenser, dst *int) error {
 	name := d.Val()
-	var s string
-	if err := oneArg(d, &s); err != nil {
+	var n int
+	if err := caddyfileopts.Int(d, &n); err != nil {
 		return err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return d.Errf("%s takes a positive integer, got %q", name, s)
+	if n <= 0 {
+		return d.Errf("%s takes a positive integer, got %d", name, n)
 	}
 	*dst = n
 	return nil
 }
 
-func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil {
-		return d.Errf("parsing %s: %v", d.Val(), err)
-	}
-	*dst = caddy.Duration(dur)
-	return nil
-}
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -101,14 +101,20 @@ func WriteError(w http.ResponseWriter, realm string, err error) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	h := w.Header()
+	SetErrorHeaders(w.Header(), realm, e)
+	http.Error(w, e.Description, e.Status)
+}
+
+// SetErrorHeaders sets the header fields of e's answer (what WriteError sends besides
+// the status and body): Cache-Control, and the WWW-Authenticate challenge or, for a 503,
+// Retry-After. A server that writes its own body for the refusal calls this first.
+func SetErrorHeaders(h http.Header, realm string, e *Error) {
 	h.Set("Cache-Control", "no-store")
 	if e.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", strconv.Itoa(max(e.RetryAfter, 1)))
 	} else {
 		h.Set("WWW-Authenticate", Challenge(realm, e))
 	}
-	http.Error(w, e.Description, e.Status)
 }
 
 // Challenge renders the WWW-Authenticate value for e.

@@ -19,7 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caracalgw/caracal/internal/caddyfileopts"
 	"github.com/caracalgw/caracal/revocation"
 )
 
@@ -194,56 +196,113 @@ func tuneRedis(opts *redis.Options) {
 		opts.DialerRetries = redisDialerRetries
 	}
 	// The process's logger, not the caller's: the setting is global and outlives it.
-	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{caddy.Log().Named("redis").Sugar()}) })
+	redisLogger.Do(func() { redis.SetLogger(zapRedisLogger{}) })
 }
 
-type zapRedisLogger struct{ l *zap.SugaredLogger }
+// zapRedisLogger writes go-redis's own lines (dial failures, pool notices) to Caddy's
+// default logger at debug level, so that nothing is printed outside Caddy's log format.
+// It looks the logger up on every line: a config load may replace Caddy's default
+// logger after the first pipeline started.
+type zapRedisLogger struct{}
 
-func (z zapRedisLogger) Printf(_ context.Context, format string, v ...any) { z.l.Debugf(format, v...) }
+func (zapRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	if c := caddy.Log().Named("redis").Check(zapcore.DebugLevel, ""); c != nil {
+		c.Message = fmt.Sprintf(format, v...)
+		c.Write()
+	}
+}
 
-// UnmarshalCaddyfile parses a revocation block or line; the dispenser is positioned on
-// the option's name:
+// UnmarshalCaddyfile parses a revocation setting; the dispenser is positioned on the
+// option's name. The settings after the transport are given either on the same line, as
+// key/value pairs, or in a block (or both, each setting once):
 //
+//	revocation local | <redis url> [stream_key <secret>] [stream_prefix <prefix>] [retention <duration>]
 //	revocation local | <redis url> {
 //		stream_key    <secret>
 //		stream_prefix <prefix>
 //		retention     <duration>
 //	}
+//
+// A block cannot close on the line it opens on: the Caddyfile parser refuses any token
+// after "{" on its line, hence the one-line form.
 func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	name := d.Val()
 	if !d.NextArg() {
-		return d.ArgErr()
+		return caddyfileopts.Empty(d, name)
 	}
 	c.Transport = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
+	seen := caddyfileopts.NewSeen(name)
+	for d.NextArg() {
+		if err := c.setting(d, seen); err != nil {
+			return err
+		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "stream_key":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			c.StreamKey = d.Val()
-		case "stream_prefix":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			c.StreamPrefix = d.Val()
-		case "retention":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(d.Val())
-			if err != nil {
-				return d.Errf("retention: %v", err)
-			}
-			c.Retention = caddy.Duration(dur)
-		default:
-			return d.Errf("unrecognized revocation option %q", d.Val())
+		name := d.Val()
+		if err := c.setting(d, seen); err != nil {
+			return err
 		}
 		if d.NextArg() {
-			return d.ArgErr()
+			return d.Errf("%s takes one value, got another: %q", name, d.Val())
 		}
 	}
 	return nil
+}
+
+// setting reads one of the settings after the transport, on the line or in the block.
+func (c *Config) setting(d *caddyfile.Dispenser, seen *caddyfileopts.Seen) error {
+	if err := seen.Add(d); err != nil {
+		return err
+	}
+	switch d.Val() {
+	case "stream_key":
+		return nextValue(d, &c.StreamKey)
+	case "stream_prefix":
+		return nextValue(d, &c.StreamPrefix)
+	case "retention":
+		name := d.Val()
+		var s string
+		if err := nextValue(d, &s); err != nil {
+			return err
+		}
+		v, err := caddy.ParseDuration(s)
+		if err != nil {
+			return d.Errf("%s: %v", name, err)
+		}
+		c.Retention = caddy.Duration(v)
+		return nil
+	default:
+		return seen.Unknown(d)
+	}
+}
+
+// nextValue reads the value after a setting's name: the next token on the line. On the
+// one-line form the settings follow each other, so only a missing value is an error
+// here; in a block the caller refuses a second value.
+func nextValue(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return caddyfileopts.Empty(d, name)
+	}
+	*dst = d.Val()
+	return nil
+}
+
+// WithDefaults returns c with every setting it leaves unset taken from defaults (the
+// caracal global option). The stream prefix is not taken for the local bus, where it
+// has no meaning.
+func (c Config) WithDefaults(defaults Config) Config {
+	if c.Transport == "" {
+		c.Transport = defaults.Transport
+	}
+	if c.StreamKey == "" {
+		c.StreamKey = defaults.StreamKey
+	}
+	if c.StreamPrefix == "" && c.Transport != "" && c.Transport != "local" {
+		c.StreamPrefix = defaults.StreamPrefix
+	}
+	if c.Retention == 0 {
+		c.Retention = defaults.Retention
+	}
+	return c
 }

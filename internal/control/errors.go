@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/verify"
@@ -125,7 +126,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 // fail answers a refused request. Refusals are routine (a wrong token, a rule of the
 // graph), so they log at debug level; storage failures were logged where they happened.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, e *apiError) {
-	s.log.Debug("coordinator request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path),
-		zap.Int("status", e.Status), zap.String("error", e.Code), zap.String("reason", e.Description))
+	if c := s.log.Check(zapcore.DebugLevel, "coordinator request refused"); c != nil {
+		c.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Int("status", e.Status), zap.String("error", e.Code), zap.String("reason", e.Description))
+	}
 	writeError(w, e)
 }

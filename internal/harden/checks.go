@@ -236,6 +236,11 @@ func checkTransportTLS(c *config) []Finding {
 			out = append(out, f)
 		}
 	}
+	if raw := str(c.app("caracal"), "issuer"); raw != "" {
+		if f, bad := c.httpURL(raw, "caracal.issuer", "fetches the zone's signing keys"); bad {
+			out = append(out, f)
+		}
+	}
 	for _, g := range c.gateways() {
 		if f, bad := c.httpURL(str(g.m, "issuer"), g.where+".issuer", "fetches the zone's signing keys"); bad {
 			out = append(out, f)

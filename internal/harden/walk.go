@@ -140,12 +140,44 @@ type revocation struct {
 }
 
 func (c *config) revocations() []revocation {
+	defaults := obj(c.root, "apps", "caracal", "revocation")
+	var out []revocation
+	for _, r := range c.ownRevocations() {
+		out = append(out, revocation{r.where, withDefaults(r.m, defaults)})
+	}
+	return out
+}
+
+// ownRevocations returns the revocation settings as each module writes them, without
+// the caracal app's defaults.
+func (c *config) ownRevocations() []revocation {
 	var out []revocation
 	if sts := c.app("caracal_sts"); sts != nil {
 		out = append(out, revocation{"caracal_sts.revocation", obj(sts, "revocation")})
 	}
 	for _, g := range c.gateways() {
 		out = append(out, revocation{g.where + ".revocation", obj(g.m, "revocation")})
+	}
+	return out
+}
+
+// withDefaults fills the settings m leaves unset from the caracal app's (defaults), as
+// the modules do when they load: field by field, and no stream prefix for the local bus.
+func withDefaults(m, defaults map[string]any) map[string]any {
+	if len(defaults) == 0 {
+		return m
+	}
+	out := make(map[string]any, len(defaults))
+	for k, v := range m {
+		out[k] = v
+	}
+	for _, k := range []string{"transport", "stream_key", "retention"} {
+		if _, ok := out[k]; !ok && defaults[k] != nil {
+			out[k] = defaults[k]
+		}
+	}
+	if t := str(out, "transport"); t != "" && t != "local" && out["stream_prefix"] == nil && defaults["stream_prefix"] != nil {
+		out["stream_prefix"] = defaults["stream_prefix"]
 	}
 	return out
 }
@@ -187,9 +219,10 @@ func (c *config) secrets() []secret {
 	}
 	add("caracal_sts.key_encryption_key", str(sts, "key_encryption_key"))
 	add("caracal_coordinator.bootstrap_token", str(c.app("caracal_coordinator"), "bootstrap_token"))
-	for _, r := range c.revocations() {
+	for _, r := range c.ownRevocations() {
 		add(r.where+".stream_key", str(r.m, "stream_key"))
 	}
+	add("caracal.revocation.stream_key", str(obj(c.root, "apps", "caracal", "revocation"), "stream_key"))
 	return out
 }
 
