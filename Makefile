@@ -6,24 +6,37 @@ export PATH := /usr/local/go/bin:$(PATH)
 MANIFEST = $(GO) run ./scripts/manifest
 OUTPUT = $(shell $(MANIFEST) output)
 BUILD_FLAGS = $(shell $(MANIFEST) build-flags)
+# Caracal's version (xcaddy.json) and git commit, shown by `caracal version`.
+LDFLAGS = $(shell $(MANIFEST) ldflags)
 XCADDY_VERSION = v0.4.5
 # The Node client libraries that e2e's interop tests drive.
 NODE_CLIENTS = e2e/testdata/node
 
-.PHONY: build xcaddy run test bench fuzz services check-modules fmt-check node-clients
+.PHONY: build xcaddy run run-postgres demo-ports test bench fuzz services check-modules fmt-check node-clients
 
 ## build: go build of cmd/caracal with the manifest's flags (works offline from a warm module cache)
 build:
-	$(GO) build $(BUILD_FLAGS) -o $(OUTPUT) ./cmd/caracal
+	$(GO) build $(BUILD_FLAGS) -ldflags '$(LDFLAGS)' -o $(OUTPUT) ./cmd/caracal
 
 ## xcaddy: the same build through xcaddy, as a third party would make it
 xcaddy:
 	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION) build $(shell $(MANIFEST) xcaddy-args)
 	./scripts/check-modules.sh $(OUTPUT)-xcaddy
 
-## run: build, then run Caddyfile.example with embedded defaults (no external services)
-run: build
+## run: build, then run Caddyfile.example with embedded defaults (no external services);
+## refuses to start while another instance holds the demo's ports
+run: demo-ports build
 	$(OUTPUT) run --config Caddyfile.example --adapter caddyfile
+
+## run-postgres: build, then run examples/postgres-redis/Caddyfile (creates the database
+## when missing, generates development secrets into .caracal-dev/); scripts/run-postgres.sh
+run-postgres: demo-ports build
+	CARACAL_BIN=$(OUTPUT) ./scripts/run-postgres.sh
+
+# demo-ports: refuse, before building, when the demo's addresses are taken (a second
+# instance would share them silently through SO_REUSEPORT)
+demo-ports:
+	@./scripts/check-ports.sh 127.0.0.1:8443 127.0.0.1:8081
 
 ## services: start PostgreSQL and Redis if they are not reachable (Debian packages)
 services:

@@ -1,9 +1,11 @@
 package caddymodules
 
 import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/caracalgw/caracal/internal/caddyfileopts"
 )
@@ -36,6 +38,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		forward_mandate  on | off
 //		end_on_expiry    on | off
 //		reject_stale_epoch
+//		tls_trust_pool   <module> {
+//			...
+//		}
+//		jwks_file        <path>
 //		exchange [<token endpoint>] {
 //			renew_before <duration>
 //		}
@@ -85,6 +91,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "reject_stale_epoch":
 			err = caddyfileopts.NoArgs(d)
 			h.RejectStaleEpoch = true
+		case "tls_trust_pool":
+			err = h.unmarshalTrustPool(d)
+		case "jwks_file":
+			err = caddyfileopts.String(d, &h.JWKSFile)
 		case "exchange":
 			h.Exchange = new(ExchangeConfig)
 			err = h.Exchange.unmarshalCaddyfile(d)
@@ -95,6 +105,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// unmarshalTrustPool reads `tls_trust_pool <module> [<args...>] [{ ... }]`, a module of
+// the tls.ca_pool.source namespace with its own Caddyfile syntax, as reverse_proxy does.
+func (h *Handler) unmarshalTrustPool(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("tls_trust_pool needs a tls.ca_pool.source module: file, inline, pki_root, ...")
+	}
+	modStem := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+modStem)
+	if err != nil {
+		return err
+	}
+	ca, ok := unm.(caddytls.CA)
+	if !ok {
+		return d.Errf("module tls.ca_pool.source.%s is not a certificate pool", modStem)
+	}
+	h.TrustPoolRaw = caddyconfig.JSONModuleObject(ca, "provider", modStem, nil)
 	return nil
 }
 

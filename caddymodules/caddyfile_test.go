@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/verify"
 )
 
@@ -135,10 +135,10 @@ func TestLoadRefusesBadConfiguration(t *testing.T) {
 		"an unknown on_stale":          {Issuer: "https://sts.test/zones/demo", Resource: testResource, OnStale: "maybe"},
 		"an issuer that is no zone":    {Issuer: "https://sts.test/other/demo", Resource: testResource},
 		"a leeway above the grace":     {Issuer: "https://sts.test/zones/demo", Resource: testResource, Leeway: caddy.Duration(time.Hour)},
-		"a short stream key":           {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{StreamKey: "short"}},
-		"a prefix on the local bus":    {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{Transport: "local", StreamPrefix: "p:"}},
+		"a short stream key":           {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{StreamKey: "short"}},
+		"a prefix on the local bus":    {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{Transport: "local", StreamPrefix: "p:"}},
 		"an exchange endpoint no URL":  {Issuer: "https://sts.test/zones/demo", Resource: testResource, Exchange: &ExchangeConfig{TokenEndpoint: "ftp://sts.test/token"}},
-		"a transport that is no Redis": {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrev.Config{Transport: "memcache://x"}},
+		"a transport that is no Redis": {Issuer: "https://sts.test/zones/demo", Resource: testResource, Revocation: caddyrevocation.Config{Transport: "memcache://x"}},
 	}
 	for name, h := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -183,7 +183,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 
 // TestCaddyfileRevocationForms: the one-line and the block form give the same settings.
 func TestCaddyfileRevocationForms(t *testing.T) {
-	want := caddyrev.Config{Transport: "redis://127.0.0.1:6379/0", StreamKey: "{env.KEY}", StreamPrefix: "p:", Retention: caddy.Duration(2 * time.Hour)}
+	want := caddyrevocation.Config{Transport: "redis://127.0.0.1:6379/0", StreamKey: "{env.KEY}", StreamPrefix: "p:", Retention: caddy.Duration(2 * time.Hour)}
 	for name, src := range map[string]string{
 		"one line": "caracal_mandate {\n revocation redis://127.0.0.1:6379/0 stream_key {env.KEY} stream_prefix p: retention 2h\n}",
 		"block":    "caracal_mandate {\n revocation redis://127.0.0.1:6379/0 {\n  stream_key {env.KEY}\n  stream_prefix p:\n  retention 2h\n }\n}",
@@ -224,7 +224,7 @@ func TestLocalGatewayWithoutAnSTSRefusesAndSaysWhy(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{Issuer: "https://sts.test/zones/demo", Resource: testResource,
-		Revocation: caddyrev.Config{Transport: "local", StreamKey: "a key no publisher of this test uses"}}
+		Revocation: caddyrevocation.Config{Transport: "local", StreamKey: "a key no publisher of this test uses"}}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}

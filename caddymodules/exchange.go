@@ -195,7 +195,8 @@ func (x *exchanger) exchange(ctx context.Context, session string) (string, time.
 
 // exchangeRefusal maps an STS error to the gateway's answer: a refused subject token is
 // an invalid token, a policy or scope refusal is insufficient_scope, an unavailable STS
-// is 503.
+// is 503, and so is a refusal without an error code, which says nothing about the
+// token (like any other malformed STS answer).
 func exchangeRefusal(status int, code, desc string) error {
 	switch {
 	case status >= 500 || status == http.StatusTooManyRequests:
@@ -203,7 +204,7 @@ func exchangeRefusal(status int, code, desc string) error {
 	case code == issuer.CodeAccessDenied || code == issuer.CodeInvalidScope:
 		return &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "exchange refused: " + desc}
 	case code == "":
-		return errors.New("exchange failed")
+		return &verify.Error{Status: http.StatusServiceUnavailable, Description: "the STS refused without an error code"}
 	default:
 		return &verify.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "exchange refused: " + desc}
 	}

@@ -37,7 +37,7 @@ func TestExchangeSharesOneSTSCallPerSessionMandate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := verify.New(verify.Options{Issuer: f.issuer, Resource: testResource, Keys: f.keys, Revocations: revocation.NewStore(nil)})
+	v, err := verify.New(verify.Options{Issuer: f.issuer, Resource: testResource, Keys: f.keys, Revocations: revocation.NewRevokedSet(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

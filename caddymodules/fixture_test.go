@@ -127,7 +127,7 @@ func (f *fixture) newHandler(tb testing.TB, h *Handler) *Handler {
 		Resource:    h.Resource,
 		Scopes:      h.Scopes,
 		Keys:        f.keys,
-		Revocations: h.pipeline.Store,
+		Revocations: h.pipeline.Revocations,
 		Source:      h.pipeline.Source,
 		Leeway:      time.Duration(h.Leeway),
 		Now:         f.clock.Now,

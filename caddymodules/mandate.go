@@ -1,10 +1,11 @@
 // Package caddymodules is the Caddy glue of the Caracal gateway: the caracal_mandate HTTP
-// handler that verifies resource mandates in front of reverse_proxy (SPEC.md section 7),
+// handler that verifies resource mandates in front of reverse_proxy (docs/protocol.md section 7),
 // and its Caddyfile directive. Responses are guarded by verify.Guard, which re-checks
 // revocation while they stream.
 package caddymodules
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caracalgw/caracal/internal/caddydefaults"
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
@@ -54,7 +55,7 @@ type Handler struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Revocation selects the revocation transport: local (the in-process bus, the
 	// default) or a Redis URL, with an optional stream key.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 	// MaxStaleness is how old the revocation state may be (default 15s) before OnStale
 	// applies.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
@@ -73,13 +74,22 @@ type Handler struct {
 	// EndOnExpiry ends a response that is still streaming when its mandate expires,
 	// that is when it would no longer verify: exp plus the leeway (default true).
 	EndOnExpiry *bool `json:"end_on_expiry,omitempty"`
+	// TrustPoolRaw is the certificate pool trusted when fetching the issuer's metadata and
+	// JWKS over HTTPS: a tls.ca_pool.source module, as reverse_proxy's tls_trust_pool
+	// (inline PEM, file, pki_root of the local pki app, ...). Without it the system roots
+	// are trusted. Not used when this process's caracal_sts issues for the zone.
+	TrustPoolRaw json.RawMessage `json:"tls_trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
+	// JWKSFile is a JWKS document on disk holding the zone's keys, for deployments that
+	// cannot reach the issuer: nothing is fetched, and a rotation needs a new file and a
+	// config reload.
+	JWKSFile string `json:"jwks_file,omitempty"`
 	// Exchange accepts a session mandate and exchanges it at the STS for a resource
-	// mandate of this route's resource (see SPEC.md section 7).
+	// mandate of this route's resource (see docs/protocol.md section 7).
 	Exchange *ExchangeConfig `json:"exchange,omitempty"`
 
 	verifier  *verify.Verifier
 	guard     *verify.Guard
-	pipeline  *caddyrev.Handle
+	pipeline  *caddyrevocation.Handle
 	exchanger *exchanger
 	forward   bool
 	endOnExp  bool
@@ -89,6 +99,11 @@ type Handler struct {
 	metrics *metrics
 	// stopWatch ends the goroutine logging staleness changes.
 	stopWatch func()
+	// stopKeys ends the subscription to the zone's key changes.
+	stopKeys func()
+	// remote is the key source fetching the issuer's JWKS, nil when keys are local or
+	// come from jwks_file.
+	remote *mandate.RemoteKeys
 }
 
 // CaddyModule returns the Caddy module information.
@@ -122,23 +137,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	app := stsApp(ctx)
 	sts := stsService(app)
 	rev := h.Revocation
-	if rc, ok := app.(interface{ RevocationConfig() caddyrev.Config }); ok && rev == (caddyrev.Config{}) {
+	if rc, ok := app.(interface{ RevocationConfig() caddyrevocation.Config }); ok && rev == (caddyrevocation.Config{}) {
 		// No revocation line: hear what the STS of this process publishes, over the
 		// same transport and with the same key.
 		rev = rc.RevocationConfig()
 	}
 	rev = rev.WithDefaults(defaults.Revocation)
-	if h.pipeline, err = caddyrev.Open(ctx, rev, h.logger); err != nil {
+	if h.pipeline, err = caddyrevocation.Open(ctx, rev, h.logger); err != nil {
 		return err
 	}
 	if h.pipeline.Transport == "local" && sts == nil {
 		h.logger.Warn("revocation transport is local and this process runs no caracal_sts app: no publisher can ever send heartbeats, so every request is refused with 503; configure the STS's revocation transport (e.g. a redis:// URL and its stream_key)",
 			zap.String("resource", h.Resource))
 	}
+	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
 	var keys mandate.KeySource
 	if sts != nil {
 		if zoneID, ok := sts.ZoneOf(h.Issuer); ok {
 			keys = sts.Keys(zoneID)
+		}
+	}
+	if keys == nil {
+		if keys, err = h.remoteKeys(ctx); err != nil {
+			return err
 		}
 	}
 	var source = h.pipeline.Source
@@ -147,7 +168,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Resource:         h.Resource,
 		Scopes:           h.Scopes,
 		Keys:             keys,
-		Revocations:      h.pipeline.Store,
+		Revocations:      h.pipeline.Revocations,
 		Source:           source,
 		MaxStaleness:     time.Duration(h.MaxStaleness),
 		FailOpen:         h.OnStale == "allow",
@@ -166,7 +187,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	h.metrics = registerMetrics(ctx.GetMetricsRegistry())
 	if h.OnStale != "allow" {
 		h.stopWatch = watchFreshness(h.logger.With(zap.String("resource", h.Resource)), h.pipeline.Source, h.verifier.MaxStaleness())
 	}
@@ -224,6 +244,9 @@ func stsService(app any) localSTS {
 func (h *Handler) Cleanup() error {
 	if h.stopWatch != nil {
 		h.stopWatch()
+	}
+	if h.stopKeys != nil {
+		h.stopKeys()
 	}
 	return h.pipeline.Release()
 }

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 )
 
 // metrics are the gateway's counters in Caddy's registry.
@@ -13,6 +13,7 @@ type metrics struct {
 	allowed    prometheus.Counter
 	refused    *prometheus.CounterVec
 	streamsCut prometheus.Counter
+	keyFetches *prometheus.CounterVec
 }
 
 // registerMetrics registers the counters, or reuses the ones a previous config (or
@@ -31,6 +32,10 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 			Namespace: "caracal", Subsystem: "gateway", Name: "streams_aborted_total",
 			Help: "Responses aborted because their mandate was revoked or expired mid-stream.",
 		}),
+		keyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caracal", Subsystem: "gateway", Name: "key_fetches_total",
+			Help: "Fetches of a zone's metadata and key set, by outcome (ok, dns, refused, timeout, x509, tls, network, status, body, metadata).",
+		}, []string{"outcome"}),
 	}
 	if reg == nil {
 		return m
@@ -38,7 +43,8 @@ func registerMetrics(reg *prometheus.Registry) *metrics {
 	m.allowed = register(reg, m.allowed).(prometheus.Counter)
 	m.refused = register(reg, m.refused).(*prometheus.CounterVec)
 	m.streamsCut = register(reg, m.streamsCut).(prometheus.Counter)
-	register(reg, caddyrev.Collector{})
+	m.keyFetches = register(reg, m.keyFetches).(*prometheus.CounterVec)
+	register(reg, caddyrevocation.Collector{})
 	return m
 }
 

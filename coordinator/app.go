@@ -1,7 +1,7 @@
 // Package coordinator is the Caddy glue of the Caracal Coordinator, the control plane that
 // owns zones, applications, resources, policies, sessions and the delegation graph: the
 // `caracal_coordinator` app (global option of the same name) and the
-// `caracal_coordinator` handler that serves the admin API (SPEC.md section 5) in a site.
+// `caracal_coordinator` handler that serves the admin API (docs/protocol.md section 5) in a site.
 package coordinator
 
 import (
@@ -58,6 +58,7 @@ type App struct {
 type stsApp interface {
 	Service() *issuer.Service
 	StorageConfig() caddystore.Config
+	MandateLeeway() time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -97,6 +98,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		STS:            sts.Service(),
 		BootstrapToken: caddy.NewReplacer().ReplaceKnown(a.BootstrapToken, ""),
 		Notify:         a.runtime.Notify,
+		Leeway:         sts.MandateLeeway(),
 		Logger:         a.logger,
 	})
 	if err != nil {

@@ -247,3 +247,98 @@ func TestHardeningNamesEveryCheck(t *testing.T) {
 		}
 	}
 }
+
+// mdLink matches an inline Markdown link's target: [text](target).
+var mdLink = regexp.MustCompile(`\]\(([^()\s]+)\)`)
+
+// brokenLinks returns the relative links of the Markdown file at p (a path in fsys)
+// whose target file does not exist in fsys, and every target it links to.
+func brokenLinks(fsys fs.FS, p string) (broken []string, targets map[string]bool, err error) {
+	src, err := fs.ReadFile(fsys, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	targets = map[string]bool{}
+	inFence := false
+	for i, l := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(l, "```") {
+			inFence = !inFence
+		}
+		if inFence {
+			continue
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(l, -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			resolved := path.Clean(path.Join(path.Dir(p), target))
+			targets[resolved] = true
+			if _, err := fs.Stat(fsys, resolved); err != nil {
+				broken = append(broken, fmt.Sprintf("%s line %d: %s does not exist", p, i+1, m[1]))
+			}
+		}
+	}
+	return broken, targets, nil
+}
+
+// TestDocumentationLinks: every relative link of the README, SECURITY.md and the pages
+// under docs/ reaches a file of the repository, and every page under docs/ is linked
+// from the README, so a new page cannot be left where no reader finds it.
+func TestDocumentationLinks(t *testing.T) {
+	root := os.DirFS("..")
+	pages, err := fs.Glob(root, "docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pages) == 0 {
+		t.Fatal("no page under docs/")
+	}
+	var fromREADME map[string]bool
+	for _, p := range append([]string{"README.md", "SECURITY.md"}, pages...) {
+		broken, targets, err := brokenLinks(root, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range broken {
+			t.Error(b)
+		}
+		if p == "README.md" {
+			fromREADME = targets
+		}
+	}
+	for _, p := range pages {
+		if !fromREADME[p] {
+			t.Errorf("README.md does not link to %s", p)
+		}
+	}
+}
+
+func TestBrokenLinksFindsMissingTargets(t *testing.T) {
+	fsys := fstest.MapFS{
+		"README.md":     {Data: []byte("[a](docs/a.md) [b](docs/b.md#x) [web](https://example.com/c.md) [top](#words)\n```sh\n[x](docs/none.md)\n```\n")},
+		"docs/a.md":     {Data: []byte("[up](../README.md) [gone](gone.md) [b](b.md)\n")},
+		"docs/b.md":     {Data: []byte("b\n")},
+		"docs/other.md": {Data: []byte("[sec](../SECURITY.md)\n")},
+	}
+	for _, c := range []struct {
+		page, want string
+	}{
+		{"README.md", ""},
+		{"docs/a.md", "docs/a.md line 1: gone.md does not exist"},
+		{"docs/other.md", "docs/other.md line 1: ../SECURITY.md does not exist"},
+	} {
+		broken, _, err := brokenLinks(fsys, c.page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(broken, "; "); got != c.want {
+			t.Errorf("%s: %q, want %q", c.page, got, c.want)
+		}
+	}
+	_, targets, _ := brokenLinks(fsys, "README.md")
+	if !targets["docs/a.md"] || !targets["docs/b.md"] || targets["docs/none.md"] {
+		t.Errorf("README targets %v: want docs/a.md and docs/b.md, not the fenced docs/none.md", targets)
+	}
+}

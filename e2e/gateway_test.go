@@ -49,7 +49,7 @@ func refused(t *testing.T, resp *http.Response, body []byte, status int, want st
 }
 
 // TestGatewayOnTheLocalBus runs the STS and the gateway in one process, revocations on
-// the in-process bus, and checks every answer of SPEC.md section 7 through Caddy.
+// the in-process bus, and checks every answer of docs/protocol.md section 7 through Caddy.
 func TestGatewayOnTheLocalBus(t *testing.T) {
 	up := newUpstream(t)
 	in := startGateway(t, gatewayConfig{serveSTS: true, upstream: up.addr()})

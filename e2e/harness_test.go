@@ -67,6 +67,7 @@ type instance struct {
 	dir    string
 	client *http.Client
 	logs   *syncBuffer
+	env    []string // added to the environment of the process
 }
 
 // start runs caracal with the Caddyfile produced by caddyfile(port, adminPort); it
@@ -94,15 +95,26 @@ func startStale(t testing.TB, caddyfile func(port, admin int) string, env ...str
 	if err := os.WriteFile(cfg, []byte(caddyfile(in.port, in.admin)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	in.env = env
+	t.Cleanup(in.stop)
+	in.launch()
+	return in
+}
+
+// launch runs the process of in (again, after stop: same configuration, data and ports)
+// and waits until its site answers TLS with a certificate of its CA.
+func (in *instance) launch() {
+	t := in.t
+	t.Helper()
+	cfg := filepath.Join(in.dir, "Caddyfile")
 	in.cmd = exec.Command(binary, "run", "--config", cfg, "--adapter", "caddyfile")
 	in.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(in.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(in.dir, "config"), "HOME="+in.dir)
-	in.cmd.Env = append(in.cmd.Env, env...)
+	in.cmd.Env = append(in.cmd.Env, in.env...)
 	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
 	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(in.stop)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		// Ready means a TLS handshake with the site certificate succeeds: the port opens
@@ -133,7 +145,6 @@ func startStale(t testing.TB, caddyfile func(port, admin int) string, env ...str
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return in
 }
 
 // syncBuffer collects a process's output; tests may read it while the process writes.

@@ -4,12 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -18,6 +23,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 // The README's shell blocks are marked with an HTML comment on the line before their
@@ -94,21 +103,28 @@ func demoPorts(port, upstream int) *strings.Replacer {
 // admin endpoint (Caddy's default localhost:2019 otherwise) set in the global options.
 func demoCaddyfile(t *testing.T, upstream int) func(port, admin int) string {
 	t.Helper()
-	raw, err := os.ReadFile("../Caddyfile.example")
+	return exampleCaddyfile(t, "../Caddyfile.example", upstream)
+}
+
+// exampleCaddyfile is the demo configuration at path (Caddyfile.example or one under
+// examples/) with only its addresses changed, as demoCaddyfile describes.
+func exampleCaddyfile(t *testing.T, path string, upstream int) func(port, admin int) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	example := string(raw)
 	for _, want := range []string{"https://localhost:8443 {", "127.0.0.1:8081", "http://:8081 {"} {
 		if !strings.Contains(example, want) {
-			t.Fatalf("Caddyfile.example has no %q: update the port rewrite of this test", want)
+			t.Fatalf("%s has no %q: update the port rewrite of this test", path, want)
 		}
 	}
 	if regexp.MustCompile(`(?m)^\s*admin\s`).MatchString(example) {
-		t.Fatal("Caddyfile.example sets the admin endpoint: update the admin rewrite of this test")
+		t.Fatalf("%s sets the admin endpoint: update the admin rewrite of this test", path)
 	}
 	if !strings.Contains("\n"+example, "\n{\n") {
-		t.Fatal("Caddyfile.example has no global options block")
+		t.Fatalf("%s has no global options block", path)
 	}
 	return func(port, admin int) string {
 		cfg := demoPorts(port, upstream).Replace(example)
@@ -145,10 +161,9 @@ func runWalkthrough(t *testing.T, ctx context.Context, block string) string {
 	return out.String()
 }
 
-// TestREADMEWalkthrough runs the quickstart and the delegation example of README.md,
-// verbatim, against Caddyfile.example (on the test's own ports), and checks the outputs
-// that the README shows.
-func TestREADMEWalkthrough(t *testing.T) {
+// readmeBlocks returns the quickstart and the delegation example of README.md, verbatim.
+func readmeBlocks(t *testing.T) (quickstart, delegation string) {
+	t.Helper()
 	for _, tool := range []string{"bash", "curl", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the README's commands need %s, which is not installed: run `make services`", tool)
@@ -158,11 +173,11 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quickstart, err := walkthroughBlock(string(raw), "quickstart")
+	quickstart, err = walkthroughBlock(string(raw), "quickstart")
 	if err != nil {
 		t.Fatal(err)
 	}
-	delegation, err := walkthroughBlock(string(raw), "delegation")
+	delegation, err = walkthroughBlock(string(raw), "delegation")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,9 +186,13 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Fatalf("the %s block does not address https://localhost:8443: update the port rewrite of this test", name)
 		}
 	}
+	return quickstart, delegation
+}
 
-	upstream := freePort(t)
-	in := start(t, demoCaddyfile(t, upstream))
+// runREADMEBlocks runs both blocks against in (whose upstream listens on upstream) and
+// checks their outputs.
+func runREADMEBlocks(t *testing.T, in *instance, upstream int, quickstart, delegation string) {
+	t.Helper()
 	ports := demoPorts(in.port, upstream)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -186,6 +205,136 @@ func TestREADMEWalkthrough(t *testing.T) {
 		stdout := runWalkthrough(t, ctx, ports.Replace(delegation))
 		checkDelegation(t, stdout)
 	})
+}
+
+// TestREADMEWalkthrough runs the quickstart and the delegation example of README.md,
+// verbatim, against Caddyfile.example (on the test's own ports), and checks the outputs
+// that the README shows.
+func TestREADMEWalkthrough(t *testing.T) {
+	quickstart, delegation := readmeBlocks(t)
+	upstream := freePort(t)
+	in := start(t, demoCaddyfile(t, upstream))
+	runREADMEBlocks(t, in, upstream, quickstart, delegation)
+}
+
+// TestREADMEWalkthroughOnPostgresAndRedis follows the README's "Run on PostgreSQL and
+// Redis": scripts/run-postgres.sh --prepare creates a database that does not exist yet
+// on the shared PostgreSQL server and generates the development secrets, then
+// examples/postgres-redis/Caddyfile runs with them against a private redis-server, and
+// the quickstart and the delegation example must give the outputs the README shows.
+// The revocations must have gone through that Redis and the state into that database.
+func TestREADMEWalkthroughOnPostgresAndRedis(t *testing.T) {
+	quickstart, delegation := readmeBlocks(t)
+	rs := testenv.StartRedisServer(t)
+
+	admin := testenv.DatabaseURL()
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("this test needs CARACAL_TEST_DATABASE_URL as a postgres:// URL, got %q (%v)", admin, err)
+	}
+	var suffix [6]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := "caracal_e2e_readme_" + hex.EncodeToString(suffix[:])
+	u.Path = "/" + name
+	dsn := u.String()
+	ctx := context.Background()
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("dropping %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("dropping %s: %v", name, err)
+		}
+	})
+
+	devDir := filepath.Join(t.TempDir(), "dev")
+	// prepare runs the script's first steps and returns the variables it would pass to
+	// caracal, exactly as it would pass them.
+	prepare := func() map[string]string {
+		t.Helper()
+		cmd := exec.Command("../scripts/run-postgres.sh", "--prepare")
+		cmd.Env = append(os.Environ(), "CARACAL_DATABASE_URL="+dsn, "CARACAL_REDIS_URL="+rs.URL(), "CARACAL_DEV_DIR="+devDir)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("run-postgres.sh --prepare: %v\n%s", err, &errOut)
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || vars[k] != "" {
+				t.Fatalf("run-postgres.sh --prepare printed %q, want one NAME=value a line", out)
+			}
+			vars[k] = v
+		}
+		return vars
+	}
+	vars := prepare()
+	for file, name := range map[string]string{"kek": "CARACAL_KEK", "stream_key": "CARACAL_STREAM_KEY", "admin_token": "CARACAL_ADMIN_TOKEN"} {
+		raw, err := os.ReadFile(filepath.Join(devDir, file))
+		if err != nil {
+			t.Fatalf("the development secret %s: %v", file, err)
+		}
+		if vars[name] == "" || vars[name] != strings.TrimSpace(string(raw)) {
+			t.Fatalf("run-postgres.sh passes %s=%q, want the content of %s", name, vars[name], file)
+		}
+	}
+	if vars["CARACAL_DATABASE_URL"] != dsn || vars["CARACAL_REDIS_URL"] != rs.URL() || len(vars) != 5 {
+		t.Fatalf("run-postgres.sh passes %v, want the test's database and Redis and three secrets", vars)
+	}
+	// A second run keeps the database and the secrets: the key-encryption key must not
+	// change under the zone keys it sealed.
+	if again := prepare(); !maps.Equal(again, vars) {
+		t.Fatal("a second run-postgres.sh changed what it passes")
+	}
+
+	var env []string
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	upstream := freePort(t)
+	in := start(t, exampleCaddyfile(t, "../examples/postgres-redis/Caddyfile", upstream), env...)
+	runREADMEBlocks(t, in, upstream, quickstart, delegation)
+	if t.Failed() {
+		return
+	}
+
+	// The quickstart's revocation and the delegation's went through the private Redis:
+	// the revoked session and both edges, beside the relay's heartbeats.
+	entries, err := rs.Client().XRange(ctx, "caracal.sessions.revoke", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokedSessions, revokedEdges int
+	for _, e := range entries {
+		if _, ok := e.Values["session_id"]; ok {
+			revokedSessions++
+		}
+		if _, ok := e.Values["delegation_edge_id"]; ok {
+			revokedEdges++
+		}
+	}
+	if revokedSessions < 1 || revokedEdges < 2 {
+		t.Fatalf("caracal.sessions.revoke on the private Redis carries %d session and %d edge revocations, want the quickstart's session and both edges", revokedSessions, revokedEdges)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var sessions, edges int
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM sessions WHERE zone_id = 'demo' AND status = 'revoked'), (SELECT count(*) FROM delegation_edges WHERE zone_id = 'demo' AND status = 'revoked')").Scan(&sessions, &edges); err != nil {
+		t.Fatal(err)
+	}
+	if sessions < 1 || edges != 2 {
+		t.Fatalf("the database %s holds %d revoked sessions and %d revoked edges, want the quickstart's session and both edges", name, sessions, edges)
+	}
 }
 
 // demoHello is the demo upstream's answer: the identity the gateway passed on.

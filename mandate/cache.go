@@ -20,11 +20,20 @@ const DefaultCacheEntries = 100_000
 type CachedVerifier struct {
 	v       *Verifier
 	entries *cache.Cache[[sha256.Size]byte, cached]
+	gens    KeyGenerations // the key source's, when it has them
 }
 
 type cached struct {
 	claims *Claims
 	want   Expect
+	gen    uint64
+}
+
+// KeyGenerations is implemented by a KeySource that can withdraw a key (a revoked kid).
+// KeyGeneration changes whenever a key was withdrawn; a CachedVerifier then verifies
+// each cached token again before trusting it.
+type KeyGenerations interface {
+	KeyGeneration() uint64
 }
 
 // NewCachedVerifier wraps v with a cache of at most maxEntries tokens (DefaultCacheEntries
@@ -37,7 +46,9 @@ func NewCachedVerifier(v *Verifier, maxEntries int) *CachedVerifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &CachedVerifier{v: v, entries: cache.New[[sha256.Size]byte, cached](maxEntries, 0, now)}
+	c := &CachedVerifier{v: v, entries: cache.New[[sha256.Size]byte, cached](maxEntries, 0, now)}
+	c.gens, _ = v.Keys.(KeyGenerations)
+	return c
 }
 
 // Verify is Verifier.Verify with the cache in front. The returned claims may be shared with
@@ -47,8 +58,12 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 		return nil, ErrTooLarge
 	}
 	key := tokenKey(token)
+	var gen uint64
+	if c.gens != nil {
+		gen = c.gens.KeyGeneration()
+	}
 	e, ok := c.entries.Get(key)
-	if ok && e.want == want {
+	if ok && e.want == want && e.gen == gen {
 		if err := c.v.checkTimes(e.claims); err != nil {
 			c.entries.Delete(key)
 			return nil, err
@@ -61,7 +76,7 @@ func (c *CachedVerifier) Verify(ctx context.Context, token string, want Expect) 
 	}
 	// Past exp plus the leeway the token no longer verifies: a full cache drops it first.
 	until := time.Unix(claims.Expiry, 0).Add(EffectiveLeeway(c.v.Leeway))
-	c.entries.SetUntil(key, cached{claims: claims, want: want}, until)
+	c.entries.SetUntil(key, cached{claims: claims, want: want, gen: gen}, until)
 	return claims, nil
 }
 

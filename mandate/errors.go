@@ -23,7 +23,7 @@ func (e *Error) Is(target error) bool {
 	return ok && t.Reason == e.Reason
 }
 
-// Reasons of verification failures, one per check of SPEC.md section 3 in that order. Compare with
+// Reasons of verification failures, one per check of docs/protocol.md section 3 in that order. Compare with
 // errors.Is.
 var (
 	ErrTooLarge       error = &Error{Reason: "too_large", Detail: "mandate: token exceeds 8192 bytes"}

@@ -40,7 +40,7 @@ type Verifier struct {
 // forbiddenHeaders would let the token choose its own key or demand processing we do not do.
 var forbiddenHeaders = []string{"jku", "x5u", "jwk", "x5c", "crit"}
 
-// Verify checks the token against the pinned zone in the order of SPEC.md section 3 and returns its
+// Verify checks the token against the pinned zone in the order of docs/protocol.md section 3 and returns its
 // claims. Every failure is an *Error matching exactly one of the Err* reasons; a key source that
 // cannot answer gives ErrKeysUnavailable. Revocation and scopes are the caller's business.
 func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Claims, error) {

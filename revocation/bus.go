@@ -21,7 +21,7 @@ const DefaultRetention = 24*time.Hour + time.Minute
 // publication order, and a Source attached late first receives the retained history
 // (entries younger than the retention), so it rebuilds the same state.
 //
-// Delivery is synchronous: when Publish returns, every attached Store has applied the
+// Delivery is synchronous: when Publish returns, every attached RevokedSet has applied the
 // entry.
 type Bus struct {
 	retention time.Duration
@@ -80,16 +80,21 @@ func (b *Bus) Publish(ctx context.Context, stream string, fields map[string]stri
 // Attach applies the retained history to st (required) and ep (optional), then every
 // entry published until the returned Source is closed. With a key, entries without a
 // valid signature are dropped and counted.
-func (b *Bus) Attach(st *Store, ep *Epochs, key []byte) Source {
+func (b *Bus) Attach(st *RevokedSet, ep *Epochs, key []byte) Source {
 	return b.AttachLogged(st, ep, key, nil)
 }
 
 // AttachLogged is Attach with a logger for dropped entries (zap.NewNop when nil).
-func (b *Bus) AttachLogged(st *Store, ep *Epochs, key []byte, log *zap.Logger) Source {
+func (b *Bus) AttachLogged(st *RevokedSet, ep *Epochs, key []byte, log *zap.Logger) Source {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: log, now: b.now}}
+	return b.attach(st, ep, key, log, nil)
+}
+
+// attach builds a source, replays the retained history through it, then attaches it.
+func (b *Bus) attach(st *RevokedSet, ep *Epochs, key []byte, log *zap.Logger, keys *KeyWatchers) Source {
+	s := &busSource{bus: b, applier: applier{st: st, ep: ep, key: key, log: log, now: b.now, keys: keys}}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trimLocked(b.now())
@@ -136,7 +141,7 @@ func (s *busSource) Stats() Stats {
 	return st
 }
 
-// Close detaches the source; later entries no longer reach its Store.
+// Close detaches the source; later entries no longer reach its RevokedSet.
 func (s *busSource) Close() error {
 	s.bus.mu.Lock()
 	defer s.bus.mu.Unlock()

@@ -12,7 +12,7 @@ func TestBus(t *testing.T) {
 
 	t.Run("delivers every entry to every attached source", func(t *testing.T) {
 		b := NewBus(time.Hour, nil)
-		st1, st2 := NewStore(nil), NewStore(nil)
+		st1, st2 := NewRevokedSet(nil), NewRevokedSet(nil)
 		var ep1, ep2 Epochs
 		src1 := b.Attach(st1, &ep1, key)
 		defer src1.Close()
@@ -25,7 +25,7 @@ func TestBus(t *testing.T) {
 		if err := b.Publish(ctx, StreamDelegationInvalidate, signed(key, StreamDelegationInvalidate, ee.Fields())); err != nil {
 			t.Fatal(err)
 		}
-		for i, st := range []*Store{st1, st2} {
+		for i, st := range []*RevokedSet{st1, st2} {
 			if _, hit := st.Revoked("z", "s1"); !hit {
 				t.Errorf("store %d missed the revocation", i+1)
 			}
@@ -58,7 +58,7 @@ func TestBus(t *testing.T) {
 		if got := src1.Watermark(); !got.Equal(wm) {
 			t.Errorf("an older heartbeat moved the watermark back to %v", got)
 		}
-		late := b.Attach(NewStore(nil), nil, key)
+		late := b.Attach(NewRevokedSet(nil), nil, key)
 		defer late.Close()
 		if got := late.Watermark(); !got.Equal(old.Watermark) {
 			t.Errorf("a late source got Watermark %v, want the latest heartbeat's %v", got, old.Watermark)
@@ -82,7 +82,7 @@ func TestBus(t *testing.T) {
 		}
 		c.advance(20 * time.Minute) // "old" is now 70 minutes old, beyond the retention
 
-		st := NewStore(c.now)
+		st := NewRevokedSet(c.now)
 		src := b.Attach(st, nil, nil)
 		defer src.Close()
 		if _, hit := st.Revoked("z", "recent"); !hit {
@@ -95,7 +95,7 @@ func TestBus(t *testing.T) {
 
 	t.Run("drops unsigned, badly signed and malformed entries when a key is set", func(t *testing.T) {
 		b := NewBus(0, nil)
-		st := NewStore(nil)
+		st := NewRevokedSet(nil)
 		src := b.Attach(st, nil, key)
 		defer src.Close()
 		publish := func(f map[string]string) {
@@ -126,7 +126,7 @@ func TestBus(t *testing.T) {
 
 	t.Run("ignores other streams on the same transport", func(t *testing.T) {
 		b := NewBus(0, nil)
-		src := b.Attach(NewStore(nil), nil, key)
+		src := b.Attach(NewRevokedSet(nil), nil, key)
 		defer src.Close()
 		if err := b.Publish(ctx, "caracal.policy.invalidate", map[string]string{"zone_id": "z"}); err != nil {
 			t.Fatal(err)
@@ -138,7 +138,7 @@ func TestBus(t *testing.T) {
 
 	t.Run("stops delivering to a closed source", func(t *testing.T) {
 		b := NewBus(0, nil)
-		st := NewStore(nil)
+		st := NewRevokedSet(nil)
 		src := b.Attach(st, nil, nil)
 		if err := src.Close(); err != nil {
 			t.Fatal(err)

@@ -8,34 +8,42 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/caracalgw/caracal/mandate"
 )
 
-// Stream names of SPEC.md section 6. Signatures cover these logical names, never the
+// Stream names of docs/protocol.md section 6. Signatures cover these logical names, never the
 // Redis key (which may carry a deployment prefix).
 const (
 	StreamSessionsRevoke       = "caracal.sessions.revoke"
 	StreamDelegationInvalidate = "caracal.delegations.invalidate"
+	// StreamPolicyInvalidate tells other processes that a zone's active policy bundle
+	// changed; consumers that miss it pick the bundle up at their next refresh.
+	StreamPolicyInvalidate = "caracal.policy.invalidate"
+)
+
+// The event field values of a caracal.delegations.invalidate entry.
+const (
+	EpochCreate = "create"
+	EpochRevoke = "revoke"
+	EpochExpire = "expire"
 )
 
 // Field names of the stream entries.
 const (
-	fieldZoneID      = "zone_id"
-	fieldSessionID   = "session_id"
-	fieldEdgeAnchor  = "delegation_edge_id"
-	fieldReason      = "reason"
-	fieldRevokedAt   = "revoked_at"
-	fieldExpiresAt   = "expires_at"
-	fieldEpoch       = "epoch"
-	fieldEdgeID      = "edge_id"
-	fieldEvent       = "event"
-	fieldSig         = "sig"
-	maxIDLen         = 256
-	maxMillisDigits  = 15 // up to the year 33658; more is not a timestamp
-	maxEpochDigits   = 19 // int64
-	maxZoneIDLen     = 63
-	epochEventCreate = "create"
-	epochEventRevoke = "revoke"
-	epochEventExpire = "expire"
+	fieldZoneID     = "zone_id"
+	fieldSessionID  = "session_id"
+	fieldEdgeAnchor = "delegation_edge_id"
+	fieldReason     = "reason"
+	fieldRevokedAt  = "revoked_at"
+	fieldExpiresAt  = "expires_at"
+	fieldEpoch      = "epoch"
+	fieldEdgeID     = "edge_id"
+	fieldEvent      = "event"
+	fieldVersion    = "version"
+	fieldSig        = "sig"
+	maxMillisDigits = 15 // up to the year 33658; more is not a timestamp
+	maxEpochDigits  = 19 // int64
 )
 
 // MaxReasonLen bounds the reason of a revocation event, in bytes. CleanReason brings any
@@ -55,7 +63,7 @@ type Event struct {
 	ExpiresAt time.Time
 }
 
-// Fields returns the stream fields of SPEC.md section 6 (without sig), with times in
+// Fields returns the stream fields of docs/protocol.md section 6 (without sig), with times in
 // unix milliseconds.
 func (e Event) Fields() map[string]string {
 	f := map[string]string{
@@ -127,7 +135,7 @@ type EpochEvent struct {
 	ZoneID string
 	Epoch  int64
 	EdgeID string
-	Event  string // create | revoke | expire
+	Event  string // EpochCreate | EpochRevoke | EpochExpire
 }
 
 // Fields returns the stream fields (without sig).
@@ -160,7 +168,7 @@ func ParseEpochEvent(fields map[string]string) (EpochEvent, error) {
 			err = checkID(v)
 			e.EdgeID = v
 		case fieldEvent:
-			if v != epochEventCreate && v != epochEventRevoke && v != epochEventExpire {
+			if v != EpochCreate && v != EpochRevoke && v != EpochExpire {
 				err = errors.New("not create, revoke or expire")
 			}
 			e.Event = v
@@ -185,6 +193,42 @@ func ParseEpochEvent(fields map[string]string) (EpochEvent, error) {
 	return e, nil
 }
 
+// PolicyEvent is one caracal.policy.invalidate entry: the zone's active policy bundle
+// is now Version.
+type PolicyEvent struct {
+	ZoneID  string
+	Version int64
+}
+
+// Fields returns the stream fields (without sig).
+func (e PolicyEvent) Fields() map[string]string {
+	return map[string]string{
+		fieldZoneID:  e.ZoneID,
+		fieldVersion: strconv.FormatInt(e.Version, 10),
+	}
+}
+
+// PublishFields returns the entry a publisher appends to stream for fields, which are
+// left untouched: any sig they carry is dropped, the reason of a caracal.sessions.revoke
+// entry is brought within what strict consumers accept (CleanReason: a dropped
+// revocation would be far worse than an altered reason), and the entry is signed when
+// key is set.
+func PublishFields(key []byte, stream string, fields map[string]string) map[string]string {
+	f := make(map[string]string, len(fields)+1)
+	for k, v := range fields {
+		if k != fieldSig {
+			f[k] = v
+		}
+	}
+	if reason, ok := f[fieldReason]; ok && stream == StreamSessionsRevoke {
+		f[fieldReason] = CleanReason(reason)
+	}
+	if len(key) > 0 {
+		f[fieldSig] = Sign(key, stream, f)
+	}
+	return f
+}
+
 // CleanReason turns free text into a reason every consumer accepts: control characters
 // become spaces, invalid UTF-8 is replaced, and the result is cut to MaxReasonLen bytes
 // on a character boundary.
@@ -206,35 +250,25 @@ func CleanReason(s string) string {
 	return s[:cut]
 }
 
-// checkZoneID matches ^[a-z0-9][a-z0-9._-]{0,62}$ without a regexp (this runs for every
-// stream entry).
+// checkZoneID accepts the zone id syntax (mandate.ValidZoneID).
 func checkZoneID(v string) error {
-	if v == "" || len(v) > maxZoneIDLen {
-		return errors.New("zone id must be 1 to 63 characters")
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		lowerOrDigit := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !lowerOrDigit && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return errors.New("zone id has a character outside [a-z0-9._-] or does not start with [a-z0-9]")
-		}
+	if !mandate.ValidZoneID(v) {
+		return errors.New("zone id does not match " + mandate.ZoneIDSyntax)
 	}
 	return nil
 }
 
-// checkID accepts the printable ASCII ids Caracal generates. Spaces and control
-// characters are refused so that an id can never smuggle a line into the signed form.
+// checkID accepts the record id syntax (mandate.ValidRecordID).
 func checkID(v string) error {
-	if v == "" || len(v) > maxIDLen {
-		return fmt.Errorf("id must be 1 to %d bytes", maxIDLen)
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return errors.New("id has a character outside printable ASCII")
-		}
+	if !mandate.ValidRecordID(v) {
+		return fmt.Errorf("id must be 1 to %d bytes of printable ASCII without space", mandate.MaxRecordIDLen)
 	}
 	return nil
 }
+
+// ValidReason reports whether v is a reason every consumer accepts: at most
+// MaxReasonLen bytes of UTF-8 without control characters (CleanReason makes one).
+func ValidReason(v string) bool { return checkReason(v) == nil }
 
 func checkReason(v string) error {
 	if len(v) > MaxReasonLen {

@@ -27,7 +27,7 @@ const DefaultHeartbeatInterval = time.Second
 // every revocation acknowledged before Watermark, and its staleness is the age of the
 // newest watermark it applied.
 type Heartbeat struct {
-	// Publisher names the relay instance that sent it (for logs and metrics).
+	// Publisher names the relay instance that sent it, for whoever reads the stream.
 	Publisher string
 	// Watermark: everything committed before it has been published.
 	Watermark time.Time
@@ -97,12 +97,8 @@ func ParseHeartbeat(fields map[string]string) (Heartbeat, error) {
 	return h, nil
 }
 
-// SignedFields returns Fields with the sig of SPEC.md section 6 over
+// SignedFields returns Fields with the sig of docs/protocol.md section 6 over
 // caracal.sessions.revoke added when key is set.
 func (h Heartbeat) SignedFields(key []byte) map[string]string {
-	f := h.Fields()
-	if len(key) > 0 {
-		f[fieldSig] = Sign(key, StreamSessionsRevoke, f)
-	}
-	return f
+	return PublishFields(key, StreamSessionsRevoke, h.Fields())
 }

@@ -20,7 +20,7 @@ func TestRedisConsumerWithTheWrongKeyStaysStaleAndSaysWhy(t *testing.T) {
 	o.Key = []byte("not-the-deployment-key")
 	o.Logger = zap.New(core)
 	o.Now = c0.now
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, o)
 	waitClosed(t, "consumer ready", c.Ready())
 
@@ -54,7 +54,7 @@ func TestRedisHeartbeatCountsOnlyAfterTheRebuild(t *testing.T) {
 	ev := sessionEvent("z", "s1")
 	f.revoke(t, ev)
 	wm := f.heartbeat(t, f.key, time.Now())
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	// The heartbeat was read during the rebuild; once it is over, it counts.

@@ -66,7 +66,7 @@ func streamPrefix(tb testing.TB, admin *redis.Client) string {
 }
 
 // startConsumer starts a consumer and stops it when the test ends.
-func startConsumer(tb testing.TB, st *Store, ep *Epochs, o RedisOptions) *RedisRevocationConsumer {
+func startConsumer(tb testing.TB, st *RevokedSet, ep *Epochs, o RedisOptions) *RedisRevocationConsumer {
 	tb.Helper()
 	c, err := NewRedisRevocationConsumer(context.Background(), st, ep, o)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,12 +41,15 @@ type RedisOptions struct {
 	// Block is the XREAD BLOCK duration (DefaultBlock when zero). Heartbeats end a
 	// blocking read as they arrive, so it does not bound freshness.
 	Block time.Duration
-	// Streams are the logical stream names to consume; both SPEC streams when empty.
+	// Streams are the logical stream names to consume; both streams of docs/protocol.md section 6 when empty.
 	Streams []string
 	// StreamPrefix is prepended to every stream name to form the Redis key, to
 	// separate deployments (or tests) sharing a server. Signatures cover the logical
 	// name, so the prefix never affects them.
 	StreamPrefix string
+	// Keys, when set, receives the caracal.keys entries; the consumer then reads that
+	// stream as well.
+	Keys *KeyWatchers
 	// MaxBackoff caps the delay between reconnection attempts (DefaultMaxBackoff when
 	// zero). The delay starts at 50 ms and doubles per failure.
 	MaxBackoff time.Duration
@@ -65,6 +69,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	if len(o.Streams) == 0 {
 		o.Streams = []string{StreamSessionsRevoke, StreamDelegationInvalidate}
 	}
+	if o.Keys != nil && !slices.Contains(o.Streams, StreamKeys) {
+		o.Streams = append(slices.Clip(o.Streams), StreamKeys)
+	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
@@ -77,7 +84,7 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	return o
 }
 
-// RedisRevocationConsumer keeps a Store and Epochs up to date from the Redis streams.
+// RedisRevocationConsumer keeps a RevokedSet and Epochs up to date from the Redis streams.
 // Every consumer reads every entry: it uses plain XREAD BLOCK from its own position,
 // no consumer group, and never sleeps between reads.
 //
@@ -128,22 +135,22 @@ var errLostPosition = errors.New("stream position lost")
 // is not nil, to ep. It returns at once; Ready tells when the first rebuild completed.
 // It runs until ctx is cancelled or Close is called. An unreachable Redis is not an
 // error here: the consumer keeps trying, and its zero Watermark keeps verifiers closed.
-func NewRedisRevocationConsumer(ctx context.Context, st *Store, ep *Epochs, o RedisOptions) (*RedisRevocationConsumer, error) {
+func NewRedisRevocationConsumer(ctx context.Context, st *RevokedSet, ep *Epochs, o RedisOptions) (*RedisRevocationConsumer, error) {
 	if o.Client == nil {
 		return nil, errors.New("revocation consumer: no Redis client configured")
 	}
 	if st == nil {
-		return nil, errors.New("revocation consumer: no store")
+		return nil, errors.New("revocation consumer: no revoked set")
 	}
 	o = o.withDefaults()
 	c := &RedisRevocationConsumer{
 		o:     o,
-		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger, now: o.Now},
+		app:   applier{st: st, ep: ep, key: o.Key, log: o.Logger, now: o.Now, keys: o.Keys},
 		byKey: make(map[string]*streamPos),
 		ready: make(chan struct{}),
 	}
 	for _, name := range o.Streams {
-		if name != StreamSessionsRevoke && name != StreamDelegationInvalidate {
+		if name != StreamSessionsRevoke && name != StreamDelegationInvalidate && name != StreamKeys {
 			return nil, fmt.Errorf("revocation consumer: unknown stream %q", name)
 		}
 		key := o.StreamPrefix + name
@@ -159,7 +166,7 @@ func NewRedisRevocationConsumer(ctx context.Context, st *Store, ep *Epochs, o Re
 	return c, nil
 }
 
-// Ready is closed once the first rebuild has completed: from then on the Store holds
+// Ready is closed once the first rebuild has completed: from then on the RevokedSet holds
 // every retained revocation.
 func (c *RedisRevocationConsumer) Ready() <-chan struct{} { return c.ready }
 
@@ -240,7 +247,7 @@ func (c *RedisRevocationConsumer) run(ctx context.Context) {
 
 // read waits for new entries with XREAD BLOCK and applies them. An empty reply (the
 // BLOCK timed out, or entries were deleted before they could be delivered) is the
-// moment to sweep the Store and to check that the positions still hold.
+// moment to sweep the RevokedSet and to check that the positions still hold.
 func (c *RedisRevocationConsumer) read(ctx context.Context) error {
 	args := &redis.XReadArgs{
 		Streams: make([]string, 0, 2*len(c.streams)),

@@ -67,7 +67,7 @@ func (f *redisFixture) addAt(t *testing.T, id string, e Event) {
 	}
 }
 
-func revokedIn(st *Store, zone string, ids ...string) func() bool {
+func revokedIn(st *RevokedSet, zone string, ids ...string) func() bool {
 	return func() bool {
 		for _, id := range ids {
 			if _, hit := st.Revoked(zone, id); !hit {
@@ -82,13 +82,13 @@ func TestRedisPublishReachesEveryConsumer(t *testing.T) {
 	t.Parallel()
 	f := newRedisFixture(t)
 	type consumer struct {
-		st *Store
+		st *RevokedSet
 		ep *Epochs
 		c  *RedisRevocationConsumer
 	}
 	var cs []consumer
 	for range 2 {
-		st, ep := NewStore(nil), &Epochs{}
+		st, ep := NewRevokedSet(nil), &Epochs{}
 		c := startConsumer(t, st, ep, f.options(newClient(t, redisOptions(t))))
 		waitClosed(t, "consumer ready", c.Ready())
 		cs = append(cs, consumer{st, ep, c})
@@ -130,7 +130,7 @@ func TestRedisConsumerStartedLaterStillRejects(t *testing.T) {
 	f := newRedisFixture(t)
 	f.revoke(t, sessionEvent("z", "revoked-before-start"))
 
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	// Ready means the rebuild is complete: no waiting for the entry.
@@ -155,7 +155,7 @@ func TestRedisRebuildStartsAtTheRetentionHorizon(t *testing.T) {
 	f.addAt(t, strconv.FormatInt(now.Add(-2*time.Hour).UnixMilli(), 10)+"-0", long("beyond-horizon"))
 	f.addAt(t, strconv.FormatInt(now.Add(-30*time.Minute).UnixMilli(), 10)+"-0", long("within-horizon"))
 
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	o := f.options(f.admin)
 	o.Retention = time.Hour
 	c := startConsumer(t, st, nil, o)
@@ -182,7 +182,7 @@ func TestRedisConsumerRebuildsInPages(t *testing.T) {
 	if _, err := pipe.Exec(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	if st.Len() != n {
@@ -193,7 +193,7 @@ func TestRedisConsumerRebuildsInPages(t *testing.T) {
 func TestRedisConsumerDropsForgedEntries(t *testing.T) {
 	t.Parallel()
 	f := newRedisFixture(t)
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 
@@ -253,7 +253,7 @@ func TestRedisConsumerSurvivesKilledConnections(t *testing.T) {
 	f := newRedisFixture(t)
 	opts := redisOptions(t)
 	opts.ClientName = "caracal-test-" + randomHex(t, 6)
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(newClient(t, opts)))
 	waitClosed(t, "consumer ready", c.Ready())
 
@@ -275,7 +275,7 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 	p := testenv.NewProxy(t, opts.Addr)
 	opts.Addr = p.Addr()
 	opts.MaxRetries = -1
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(newClient(t, opts)))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "before"))
@@ -312,7 +312,7 @@ func TestRedisConsumerCatchesUpAfterAnOutage(t *testing.T) {
 func TestRedisConsumerThatNeverReachedRedis(t *testing.T) {
 	t.Parallel()
 	client := newClient(t, &redis.Options{Addr: deadAddr(t), MaxRetries: -1})
-	c := startConsumer(t, NewStore(nil), nil, RedisOptions{Client: client, Block: testBlock, MaxBackoff: 20 * time.Millisecond})
+	c := startConsumer(t, NewRevokedSet(nil), nil, RedisOptions{Client: client, Block: testBlock, MaxBackoff: 20 * time.Millisecond})
 	testenv.WaitFor(t, "failed attempts", func() bool { return c.Stats().Errors >= 3 })
 	if !c.Watermark().IsZero() || c.Stats().Synced {
 		t.Fatalf("Watermark = %v, synced = %v without any contact", c.Watermark(), c.Stats().Synced)
@@ -327,7 +327,7 @@ func TestRedisConsumerThatNeverReachedRedis(t *testing.T) {
 func TestRedisConsumerRebuildsAfterAStreamReset(t *testing.T) {
 	t.Parallel()
 	f := newRedisFixture(t)
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "before-reset"))
@@ -352,7 +352,7 @@ func TestRedisConsumerRebuildsAfterAStreamReset(t *testing.T) {
 func TestRedisConsumerRebuildsWhenUnreadEntriesAreTrimmed(t *testing.T) {
 	t.Parallel()
 	f := newRedisFixture(t)
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(t, st, nil, f.options(f.admin))
 	waitClosed(t, "consumer ready", c.Ready())
 	f.revoke(t, sessionEvent("z", "first"))

@@ -11,7 +11,7 @@ import (
 // BenchmarkRevoked measures the per-request check (sid, root_sid, edge and a two-hop
 // path) against a set of 100,000 revoked anchors.
 func BenchmarkRevoked(b *testing.B) {
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	for i := range 100_000 {
 		st.Add(sessionEvent("zone-a", fmt.Sprintf("ses_%06d", i)))
 	}
@@ -56,14 +56,14 @@ func BenchmarkVerifySignature(b *testing.B) {
 }
 
 // BenchmarkPropagation measures, through the real Redis, the time from a
-// RedisPublisher's XADD of a signed revocation to a separate consumer's Store reporting
+// RedisPublisher's XADD of a signed revocation to a separate consumer's RevokedSet reporting
 // it, for 1,000 revocations per iteration. It reports the 50th and 99th percentiles.
 func BenchmarkPropagation(b *testing.B) {
 	admin := newClient(b, redisOptions(b))
 	prefix := streamPrefix(b, admin)
 	key := []byte("bench-key")
 	pub := NewRedisPublisher(RedisOptions{Client: admin, StreamPrefix: prefix})
-	st := NewStore(nil)
+	st := NewRevokedSet(nil)
 	c := startConsumer(b, st, nil, RedisOptions{Client: newClient(b, redisOptions(b)), Key: key, StreamPrefix: prefix})
 	waitClosed(b, "consumer ready", c.Ready())
 

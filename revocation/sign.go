@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Sign returns the hex HMAC-SHA256 of SPEC.md section 6: over "<stream>\n" followed by
+// Sign returns the hex HMAC-SHA256 of docs/protocol.md section 6: over "<stream>\n" followed by
 // every field except sig, sorted by key, each written as "key=value\n". stream is the
 // logical stream name, not a prefixed Redis key.
 func Sign(key []byte, stream string, fields map[string]string) string {

@@ -12,7 +12,7 @@ func TestSignMatchesTheSpecifiedForm(t *testing.T) {
 	key := []byte("stream-key")
 	fields := validSessionFields()
 	fields["sig"] = "ignored by the signature"
-	// SPEC.md section 6, written out by hand: stream name, then the fields other than
+	// docs/protocol.md section 6, written out by hand: stream name, then the fields other than
 	// sig in key order.
 	canonical := "caracal.sessions.revoke\n" +
 		"expires_at=1767312000000\n" +

@@ -16,10 +16,10 @@ type Publisher interface {
 	Publish(ctx context.Context, stream string, fields map[string]string) error
 }
 
-// Source keeps a Store (and optionally Epochs) up to date from a stream transport.
+// Source keeps a RevokedSet (and optionally Epochs) up to date from a stream transport.
 type Source interface {
 	// Watermark is the newest heartbeat watermark applied: every revocation
-	// acknowledged before this instant has been applied to the Store. The zero time
+	// acknowledged before this instant has been applied to the RevokedSet. The zero time
 	// means the state was never shown to be complete (no valid heartbeat yet). A
 	// verifier compares its age with its staleness bound and fails closed beyond it.
 	Watermark() time.Time
@@ -27,13 +27,13 @@ type Source interface {
 	Lag() time.Duration
 	// Stats returns the source's counters, for metrics.
 	Stats() Stats
-	// Close stops the source. The Store keeps what it received.
+	// Close stops the source. The RevokedSet keeps what it received.
 	Close() error
 }
 
 // Stats counts what a Source did with the entries it read.
 type Stats struct {
-	Applied      uint64 // entries applied to the Store or Epochs that changed them
+	Applied      uint64 // entries applied to the RevokedSet or Epochs that changed them
 	Heartbeats   uint64 // valid heartbeats read
 	BadSignature uint64 // entries dropped: unsigned or wrongly signed while a key is set
 	Malformed    uint64 // entries dropped: ParseEvent, ParseEpochEvent or ParseHeartbeat refused them
@@ -50,14 +50,16 @@ type Stats struct {
 // dropped for bad signatures.
 const badSignatureLogEvery = 30 * time.Second
 
-// applier verifies and applies entries to a Store and Epochs, counting outcomes. It is
+// applier verifies and applies entries to a RevokedSet and Epochs, counting outcomes. It is
 // shared by the Bus and the Redis consumer so both treat entries identically.
 type applier struct {
-	st  *Store
+	st  *RevokedSet
 	ep  *Epochs
 	key []byte
 	log *zap.Logger
 	now func() time.Time
+	// keys receives caracal.keys entries; nil ignores them.
+	keys *KeyWatchers
 
 	applied, heartbeats, badSignature, malformed, duplicates atomic.Uint64
 	watermark                                                atomic.Int64 // unix ns of the newest valid heartbeat watermark; 0 for none
@@ -70,6 +72,10 @@ type applier struct {
 }
 
 func (a *applier) apply(stream string, fields map[string]string) {
+	if stream == StreamKeys {
+		a.applyKeys(fields)
+		return
+	}
 	if stream != StreamSessionsRevoke && stream != StreamDelegationInvalidate {
 		// Other streams (policy invalidation) share the transport but are not ours.
 		return
@@ -138,7 +144,8 @@ func (a *applier) currentWatermark() time.Time {
 
 // warnBadSignatures logs at most once per badSignatureLogEvery, with the count since
 // the previous line. Anyone able to write to the stream could otherwise flood the
-// logs; the counter shows every drop in the metrics.
+// logs; Stats.BadSignature still counts every drop (the Caddy modules export it as
+// caracal_revocation_entries_total with outcome "bad_signature").
 func (a *applier) warnBadSignatures() {
 	now := a.now()
 	a.sigLogMu.Lock()

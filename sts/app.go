@@ -1,6 +1,6 @@
 // Package sts is the Caddy glue of the Caracal STS: the `caracal_sts` app (configured by
 // the global option of the same name) and the `caracal_sts` HTTP handler that serves the
-// token, revocation, JWKS and metadata endpoints of SPEC.md section 2 inside a site.
+// token, revocation, JWKS and metadata endpoints of docs/protocol.md section 2 inside a site.
 package sts
 
 import (
@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caracalgw/caracal/internal/caddydefaults"
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/caddystore"
 	"github.com/caracalgw/caracal/internal/harden"
 	"github.com/caracalgw/caracal/internal/issuer"
@@ -49,6 +49,11 @@ type App struct {
 	MandateLifetime caddy.Duration `json:"mandate_lifetime,omitempty"`
 	// Leeway for exp/nbf/iat checks of subject tokens (default 30s).
 	Leeway caddy.Duration `json:"leeway,omitempty"`
+	// KeyActivationDelay is how long a key rotation publishes the next key in the JWKS
+	// before signing with it (default 6m: the JWKS max-age of 300 s, the verifiers'
+	// 30 s refetch interval and 30 s of margin), so that no verifier meets a kid it has
+	// not fetched. An immediate rotation does not wait.
+	KeyActivationDelay caddy.Duration `json:"key_activation_delay,omitempty"`
 	// RefreshInterval bounds how long changes made by another process (keys, policy,
 	// resources) take to be seen here (default 5s).
 	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
@@ -59,12 +64,12 @@ type App struct {
 	// Revocation is where revocations are published: the in-process bus (default) or
 	// Redis. The STS relays its storage outbox there. Settings left unset come from the
 	// caracal global option.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 
 	runtime  *caddystore.Runtime
 	engine   policy.Engine
 	service  *issuer.Service
-	pipeline *caddyrev.Handle
+	pipeline *caddyrevocation.Handle
 	specs    []issuer.ZoneSpec
 	logger   *zap.Logger
 }
@@ -174,7 +179,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.runtime, err = caddystore.Open(a.Storage); err != nil {
 		return err
 	}
-	if a.pipeline, err = caddyrev.Open(ctx, a.Revocation, a.logger); err != nil {
+	if a.pipeline, err = caddyrevocation.Open(ctx, a.Revocation, a.logger); err != nil {
 		return err
 	}
 	registerRelayMetrics(ctx.GetMetricsRegistry(), caddystore.RunningRelays)
@@ -206,9 +211,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		MandateLifetime:    time.Duration(a.MandateLifetime),
 		Leeway:             time.Duration(a.Leeway),
 		RefreshInterval:    time.Duration(a.RefreshInterval),
+		KeyActivationDelay: time.Duration(a.KeyActivationDelay),
 		Revoked:            a.runtime.Notify,
 		Published:          a.runtime.Flush,
-		Revocations:        a.pipeline.Store,
+		Revocations:        a.pipeline.Revocations,
 		RevocationSource:   a.pipeline.Source,
 		Epochs:             a.pipeline.Epochs,
 		Logger:             a.logger,
@@ -255,7 +261,7 @@ func (a *App) checkZones(ctx context.Context) error {
 
 // RevocationConfig is the STS's revocation transport and key, which a caracal_mandate
 // handler of the same process uses when it has no revocation line of its own.
-func (a *App) RevocationConfig() caddyrev.Config { return a.Revocation }
+func (a *App) RevocationConfig() caddyrevocation.Config { return a.Revocation }
 
 func (a *App) kek(repl *caddy.Replacer) ([]byte, error) {
 	raw := repl.ReplaceKnown(a.KeyEncryptionKey, "")
@@ -376,6 +382,10 @@ func (a *App) Cleanup() error {
 
 // Service returns the STS core, for the handler and the Coordinator.
 func (a *App) Service() *issuer.Service { return a.service }
+
+// MandateLeeway returns the configured clock leeway of mandate time checks (zero for
+// the default), for the Coordinator to verify session mandates as the STS does.
+func (a *App) MandateLeeway() time.Duration { return time.Duration(a.Leeway) }
 
 // StorageConfig returns the storage settings, so that the Coordinator in the same
 // configuration can share the store.

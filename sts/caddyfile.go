@@ -50,6 +50,7 @@ func (*Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		mandate_lifetime     <duration>
 //		leeway               <duration>
 //		refresh_interval     <duration>
+//		key_activation_delay <duration>
 //		policy_remote        <opa url>
 //		policy_timeout       <duration>
 //		policy_max_bundle_bytes <bytes>
@@ -113,6 +114,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, app *App, seen *caddyfileopts.See
 		return caddyfileopts.Duration(d, &app.Leeway)
 	case "refresh_interval":
 		return caddyfileopts.Duration(d, &app.RefreshInterval)
+	case "key_activation_delay":
+		return caddyfileopts.Duration(d, &app.KeyActivationDelay)
 	case "policy_remote":
 		return caddyfileopts.String(d, &app.Policy.RemoteURL)
 	case "policy_timeout":

@@ -43,7 +43,7 @@ type fixture struct {
 	key    *ecdsa.PrivateKey
 	signer *mandate.Signer
 	keys   mandate.KeySet
-	store  *revocation.Store
+	store  *revocation.RevokedSet
 	epochs *revocation.Epochs
 }
 
@@ -56,7 +56,7 @@ func newFixture(tb testing.TB) *fixture {
 		key:    key,
 		signer: signer,
 		keys:   mandate.KeySet{signer.KID(): &key.PublicKey},
-		store:  revocation.NewStore(clock.Now),
+		store:  revocation.NewRevokedSet(clock.Now),
 		epochs: new(revocation.Epochs),
 	}
 }

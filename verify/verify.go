@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -37,7 +36,7 @@ type Options struct {
 	// RFC 8414 metadata (mandate.RemoteKeys).
 	Keys mandate.KeySource
 	// Revocations is the revocation set to check on every request; required.
-	Revocations *revocation.Store
+	Revocations *revocation.RevokedSet
 	// Source feeds Revocations; the age of its Watermark is compared with MaxStaleness,
 	// and a zero Watermark is stale. Nil means the set is local to this process and
 	// never stale.
@@ -70,9 +69,6 @@ type Verifier struct {
 	now    func() time.Time
 }
 
-// zoneIDPattern is the zone id syntax of SPEC.md section 1.
-var zoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 // ZoneFromIssuer returns the zone id of a zone issuer URL ({base}/zones/{zone}). The
 // issuer is compared byte for byte with every mandate's iss, so it is refused unless the
 // zone id appears in it literally (not percent-encoded) and nothing follows it: no
@@ -91,8 +87,8 @@ func ZoneFromIssuer(issuer string) (string, error) {
 		return "", fmt.Errorf("issuer %q is not of the form {base}/zones/{zone}", issuer)
 	}
 	zone := path[i+len("/zones/"):]
-	if !zoneIDPattern.MatchString(zone) {
-		return "", fmt.Errorf("issuer %q does not end in a zone id matching %s", issuer, zoneIDPattern)
+	if !mandate.ValidZoneID(zone) {
+		return "", fmt.Errorf("issuer %q does not end in a zone id matching %s", issuer, mandate.ZoneIDSyntax)
 	}
 	return zone, nil
 }
@@ -159,7 +155,7 @@ func (v *Verifier) ZoneID() string { return v.zoneID }
 // Realm is the RFC 6750 realm of the answers.
 func (v *Verifier) Realm() string { return v.opts.Realm }
 
-// Verify checks a resource mandate in the order of SPEC.md section 3 and returns its
+// Verify checks a resource mandate in the order of docs/protocol.md section 3 and returns its
 // claims (shared: do not modify them). Failures are *Error values carrying the RFC 6750
 // answer.
 func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, error) {
@@ -183,10 +179,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 	if err := v.checkRevoked(c); err != nil {
 		return nil, err
 	}
-	for _, s := range v.opts.Scopes {
-		if !hasScope(c.Scope, s) {
-			return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "the mandate lacks a required scope", Scope: strings.Join(v.opts.Scopes, " ")}
-		}
+	if !c.HasScopes(v.opts.Scopes...) {
+		return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: "the mandate lacks a required scope", Scope: strings.Join(v.opts.Scopes, " ")}
 	}
 	if v.opts.RejectStaleEpoch && c.DelegationEdgeID != "" {
 		if cur, ok := v.opts.Epochs.Current(v.zoneID); ok && c.DelegationGraphEpoch < cur {
@@ -194,17 +188,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 		}
 	}
 	return c, nil
-}
-
-// hasScope reports whether scope is one of the granted space-delimited scopes. It splits
-// as Claims.Scopes does but without building a slice: this runs on every request.
-func hasScope(granted, scope string) bool {
-	for s := range strings.FieldsSeq(granted) {
-		if s == scope {
-			return true
-		}
-	}
-	return false
 }
 
 // Revoked reports whether any anchor of c has been revoked since it was verified; a

@@ -75,9 +75,9 @@ func newHandler(ctx context.Context, c config) (h http.Handler, closeFeed func()
 		return nil, nil, err
 	}
 	vo := verify.Options{Issuer: c.issuer, Resource: c.resource, Scopes: strings.Fields(c.scopes),
-		Keys: keys, Revocations: revocation.NewStore(nil), Epochs: new(revocation.Epochs)}
+		Keys: keys, Revocations: revocation.NewRevokedSet(nil), Epochs: new(revocation.Epochs)}
 	closeFeed = func() {}
-	// Without Redis the Store has no Source: it only learns of revocations published in
+	// Without Redis the RevokedSet has no Source: it only learns of revocations published in
 	// this very process, and this program publishes none, so a revoked mandate keeps
 	// working here until it expires. Give it the Redis streams the STS publishes to.
 	if c.redisURL != "" {

@@ -22,7 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/caracalgw/caracal/internal/caddyfileopts"
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 )
 
 func init() {
@@ -39,7 +39,7 @@ type App struct {
 	// Revocation holds the revocation settings (transport, stream_key, stream_prefix,
 	// retention) that the caracal_sts app and every caracal_mandate handler use for
 	// each one they leave unset.
-	Revocation caddyrev.Config `json:"revocation,omitzero"`
+	Revocation caddyrevocation.Config `json:"revocation,omitzero"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -112,7 +112,7 @@ func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 					return nil, err
 				}
 			case "revocation":
-				var rc caddyrev.Config
+				var rc caddyrevocation.Config
 				if err := rc.UnmarshalCaddyfile(d); err != nil {
 					return nil, err
 				}

@@ -193,17 +193,21 @@ func describe(dsn string) string {
 func (r *Runtime) Store() store.Store { return r.sh.gated }
 
 // Start sets the storage up under the storage-wide lock (a PostgreSQL advisory lock):
-// it applies pending migrations, opens the store to every module of the process, then
-// runs setup (when not nil), the app's start-up writes. It waits at most StartTimeout.
+// it applies pending migrations, runs setup (when not nil), the app's start-up writes,
+// then opens the store to every module of the process. It waits at most StartTimeout.
 func (r *Runtime) Start(setup func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
 	err := r.sh.backend.Setup(ctx, func(ctx context.Context) error {
-		r.sh.migrate.Do(func() { close(r.sh.ready) })
-		if setup == nil {
-			return nil
+		if setup != nil {
+			// The declared zones are written before any request can use the store, so a
+			// first request never meets a migrated store without its applications.
+			if err := setup(context.WithValue(ctx, setupKey{}, true)); err != nil {
+				return err
+			}
 		}
-		return setup(ctx)
+		r.sh.migrate.Do(func() { close(r.sh.ready) })
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)

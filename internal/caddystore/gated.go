@@ -10,7 +10,7 @@ import (
 )
 
 // gated is the store the apps use: every call waits until the runtime has migrated the
-// storage (the first Start), so that no module of the configuration reads or writes an
+// storage and run the first start-up writes (the declared zones), so that no module of the configuration reads or writes an
 // unmigrated database, whatever the order Caddy starts the apps in. A call whose
 // context ends first, or made after the runtime closed without starting, fails with
 // store.ErrUnavailable.
@@ -20,11 +20,18 @@ type gated struct {
 	closed <-chan struct{} // closed when the runtime is destroyed
 }
 
+// setupKey marks the context of the start-up writes, which run before the storage is
+// opened to the other modules.
+type setupKey struct{}
+
 func (g *gated) wait(ctx context.Context) error {
 	select {
 	case <-g.ready:
 		return nil
 	default:
+	}
+	if ctx.Value(setupKey{}) != nil {
+		return nil
 	}
 	select {
 	case <-g.ready:
@@ -116,11 +123,11 @@ func (g *gated) SigningKeys(ctx context.Context, zoneID string, now time.Time) (
 	return g.inner.SigningKeys(ctx, zoneID, now)
 }
 
-func (g *gated) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, now, retireUntil time.Time) error {
+func (g *gated) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if err := g.wait(ctx); err != nil {
 		return err
 	}
-	return g.inner.RotateSigningKey(ctx, zoneID, next, now, retireUntil)
+	return g.inner.RotateSigningKey(ctx, zoneID, next, r)
 }
 
 func (g *gated) PutPolicyBundle(ctx context.Context, zoneID string, modules map[string]string, data json.RawMessage, now time.Time) (store.PolicyBundle, error) {
@@ -310,11 +317,4 @@ func (g *gated) ListAudit(ctx context.Context, zoneID string, limit int) ([]stor
 		return nil, err
 	}
 	return g.inner.ListAudit(ctx, zoneID, limit)
-}
-
-func (g *gated) Ping(ctx context.Context) error {
-	if err := g.wait(ctx); err != nil {
-		return err
-	}
-	return g.inner.Ping(ctx)
 }

@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caracalgw/caracal/internal/caddyrev"
+	"github.com/caracalgw/caracal/internal/caddyrevocation"
 	"github.com/caracalgw/caracal/internal/outbox"
 )
 
@@ -23,7 +23,7 @@ type relayRun struct {
 }
 
 // relaySet holds a runtime's running relays by pipeline; its owner's mutex guards it.
-type relaySet map[*caddyrev.Pipeline]*relayRun
+type relaySet map[*caddyrevocation.Pipeline]*relayRun
 
 // stopAll stops every relay of the set (the runtime is being destroyed).
 func (s *relaySet) stopAll(mu *sync.Mutex) {
@@ -40,7 +40,7 @@ func (s *relaySet) stopAll(mu *sync.Mutex) {
 // RelayOptions configures the relay StartRelay runs.
 type RelayOptions struct {
 	// Pipeline publishes the outbox rows (and heartbeats). Required.
-	Pipeline *caddyrev.Handle
+	Pipeline *caddyrevocation.Handle
 	// Horizon is the retention purge's horizon: the revocation retention (see
 	// outbox.RetentionOptions.Horizon).
 	Horizon time.Duration

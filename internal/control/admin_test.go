@@ -208,16 +208,48 @@ func TestRotateKey(t *testing.T) {
 		if rot.KID == before[0].KID || len(after) != 2 || after[0].KID != rot.KID || after[1].KID != before[0].KID {
 			t.Fatalf("rotated to %s; keys before %v after %v", rot.KID, before, after)
 		}
+		if rot.Immediate || rot.ActivatesAt != timestamp(e.clock.Now().Add(issuer.DefaultKeyActivationDelay)) || len(rot.Revoked) != 0 {
+			t.Fatalf("delayed rotation answered %+v", rot)
+		}
+		var keys keysResponse
+		apiErr(t, e.do(http.MethodGet, "/v1/zones/a/keys", tok, ""), http.StatusUnauthorized, codeInvalidToken)
+		apiErr(t, e.do(http.MethodGet, "/v1/zones/nowhere/keys", bootstrapToken, ""), http.StatusNotFound, codeNotFound)
+		decodeOK(t, e.do(http.MethodGet, "/v1/zones/a/keys", bootstrapToken, ""), http.StatusOK, &keys)
+		if len(keys.Keys) != 2 || keys.Keys[0].KID != rot.KID || keys.Keys[0].State != "next" || keys.Keys[1].State != "signing" {
+			t.Fatalf("keys during the activation delay: %+v", keys)
+		}
+		// A second delayed rotation waits for the first.
+		apiErr(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate", bootstrapToken, "{}"), http.StatusConflict, codeConflict)
+		// Until the activation, sessions are signed with the old key; then with the new one.
+		early, _ := e.session("a", "bob")
+		if kid := headerOf(t, early, "kid"); kid != before[0].KID {
+			t.Fatalf("session during the activation delay signed with %s, want %s", kid, before[0].KID)
+		}
+		e.clock.Advance(issuer.DefaultKeyActivationDelay)
 		// A session mandate signed with the retired key still works here.
 		var ep epochResponse
 		decodeOK(t, e.do(http.MethodGet, "/v1/zones/a/epoch", tok, ""), http.StatusOK, &ep)
-		// and new sessions are signed with the new key.
-		fresh, _ := e.session("a", "bob")
+		fresh, _ := e.session("a", "carol")
 		if kid := headerOf(t, fresh, "kid"); kid != rot.KID {
 			t.Fatalf("new session signed with %s, want %s", kid, rot.KID)
 		}
-		decodeOK(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate", bootstrapToken, "{}"), http.StatusOK, &rot)
+		decodeOK(t, e.do(http.MethodGet, "/v1/zones/a/keys", bootstrapToken, ""), http.StatusOK, &keys)
+		if len(keys.Keys) != 2 || keys.Keys[0].State != "signing" || keys.Keys[1].State != "retired" || keys.Keys[1].NotAfter == "" {
+			t.Fatalf("keys after the activation: %+v", keys)
+		}
+
+		var imm rotateResponse
+		decodeOK(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate?immediate=true", bootstrapToken, ""), http.StatusOK, &imm)
+		if !imm.Immediate || imm.ActivatesAt != timestamp(e.clock.Now()) || len(imm.Revoked) != 1 || imm.Revoked[0] != rot.KID {
+			t.Fatalf("immediate rotation answered %+v, want %s revoked", imm, rot.KID)
+		}
+		apiErr(t, e.do(http.MethodGet, "/v1/zones/a/epoch", fresh, ""), http.StatusUnauthorized, "invalid_token")
+		decodeOK(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate", bootstrapToken, `{"immediate":true}`), http.StatusOK, &imm)
+		if !imm.Immediate {
+			t.Fatalf("body immediate ignored: %+v", imm)
+		}
 		wantRule(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate", bootstrapToken, `{"kid":"mine"}`), "unknown member")
+		wantRule(t, e.do(http.MethodPost, "/v1/zones/a/keys/rotate?immediate=maybe", bootstrapToken, ""), "immediate")
 	})
 }
 

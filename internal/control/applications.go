@@ -38,7 +38,7 @@ func (s *Service) createApplication(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ClientID == "" {
-		req.ClientID = randomID(clientIDPrefix)
+		req.ClientID = store.NewID(clientIDPrefix)
 	}
 	if !clientIDPattern.MatchString(req.ClientID) {
 		s.fail(w, r, badRequest("client_id must match "+clientIDPattern.String()))

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/verify"
@@ -145,7 +144,7 @@ func (s *Service) adminCaller(ctx context.Context, tok string) (*caller, *apiErr
 
 // zoneExists answers 404 for a zone id that is malformed or unknown.
 func (s *Service) zoneExists(ctx context.Context, zoneID string) *apiError {
-	if !issuer.ZoneIDPattern.MatchString(zoneID) {
+	if !mandate.ValidZoneID(zoneID) {
 		return notFound("zone not found")
 	}
 	if _, err := s.store.GetZone(ctx, zoneID); err != nil {
@@ -158,7 +157,7 @@ func (s *Service) zoneExists(ctx context.Context, zoneID string) *apiError {
 // keys, same pinned expectation) and requires its session to be live in storage and
 // to belong to the mandate's client.
 func (s *Service) sessionCaller(ctx context.Context, zoneID, tok string) (*caller, *apiError) {
-	if !issuer.ZoneIDPattern.MatchString(zoneID) {
+	if !mandate.ValidZoneID(zoneID) {
 		return nil, invalidToken("the mandate is not valid for this zone")
 	}
 	iss := s.sts.Issuer(zoneID)
@@ -197,7 +196,7 @@ func (s *Service) verifier(zoneID string) *mandate.CachedVerifier {
 	if v, ok := s.verifiers.Get(zoneID); ok {
 		return v
 	}
-	v := mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Now: s.now}, maxCachedPerZone)
+	v := mandate.NewCachedVerifier(&mandate.Verifier{Keys: s.sts.Keys(zoneID), Leeway: s.leeway, Now: s.now}, maxCachedPerZone)
 	s.verifiers.Set(zoneID, v)
 	return v
 }

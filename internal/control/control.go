@@ -1,4 +1,4 @@
-// Package control is the Coordinator core (SPEC.md sections 4 and 5): the admin API for
+// Package control is the Coordinator core (docs/protocol.md sections 4 and 5): the admin API for
 // zones, admin tokens, applications, resources, policy bundles, signing keys and
 // sessions, and the delegation graph that sessions build with their own mandates. It
 // has no Caddy imports; the coordinator package wraps it as a Caddy app and handler.
@@ -10,9 +10,7 @@ package control
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +46,9 @@ type Options struct {
 	// Notify is called after every write that produced outbox rows, so the relay
 	// publishes at once instead of at its next poll. Optional.
 	Notify func()
+	// Leeway is the clock skew tolerated on the exp, nbf and iat of session mandates,
+	// the STS's leeway: mandate.DefaultLeeway when zero or negative, as the STS applies it.
+	Leeway time.Duration
 	// Logger receives request outcomes and storage failures; zap.NewNop when nil.
 	Logger *zap.Logger
 	// Now is the clock; time.Now when nil.
@@ -60,6 +61,7 @@ type Service struct {
 	sts       *issuer.Service
 	bootstrap *[sha256.Size]byte // nil when no bootstrap token is configured
 	notify    func()
+	leeway    time.Duration
 	log       *zap.Logger
 	now       func() time.Time
 	router    *httproute.Router
@@ -80,6 +82,7 @@ func New(o Options) (*Service, error) {
 		store:     o.Store,
 		sts:       o.STS,
 		notify:    o.Notify,
+		leeway:    o.Leeway,
 		log:       o.Logger,
 		now:       o.Now,
 		verifiers: cache.New[string, *mandate.CachedVerifier](maxVerifierZones, 0, nil),
@@ -93,6 +96,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.notify == nil {
 		s.notify = func() {}
+	}
+	if s.leeway <= 0 {
+		s.leeway = mandate.DefaultLeeway
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -137,6 +143,7 @@ func (s *Service) mux() *httproute.Router {
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/resources", Handler: s.createResource},
 		{Method: http.MethodPut, Pattern: "/v1/zones/{zone}/policy", Handler: s.putPolicy},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/keys/rotate", Handler: s.rotateKey},
+		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/keys", Handler: s.listKeys},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/sessions/{sid}/revoke", Handler: s.revokeSession},
 		{Method: http.MethodGet, Pattern: "/v1/zones/{zone}/sessions/{sid}", Handler: s.getSession},
 		{Method: http.MethodPost, Pattern: "/v1/zones/{zone}/delegations", Handler: s.createDelegation},
@@ -214,13 +221,6 @@ func (s *Service) audit(ctx context.Context, c *caller, zoneID, action, subject 
 		return
 	}
 	s.log.Info(action, zap.String("zone", zoneID), zap.String("actor", c.id), zap.String("subject", subject))
-}
-
-// randomID returns prefix and 16 random bytes, base64url.
-func randomID(prefix string) string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // timestamp formats a time for responses (RFC 3339, UTC).

@@ -214,7 +214,7 @@ func (s *Service) planEdge(ctx context.Context, zoneID string, source store.Sess
 	p := &edgePlan{
 		edge: store.Edge{
 			ZoneID:          zoneID,
-			ID:              randomID(edgeIDPrefix),
+			ID:              store.NewID(edgeIDPrefix),
 			SourceSessionID: source.ID,
 			TargetSessionID: target.ID,
 			Resource:        res.Identifier,

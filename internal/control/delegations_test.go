@@ -13,6 +13,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // graph is a zone with a live session (mandate and sid) for each test client.
@@ -62,8 +63,8 @@ func TestCreateRootEdge(t *testing.T) {
 			t.Fatalf("stored edge = %+v", stored)
 		}
 		rows := g.pending()
-		if len(rows) != 1 || rows[0].Stream != store.StreamDelegationInvalidate ||
-			!equalJSON(rows[0].Fields, store.InvalidateFields(g.zone, 1, v.ID, "create")) {
+		if len(rows) != 1 || rows[0].Stream != revocation.StreamDelegationInvalidate ||
+			!equalJSON(rows[0].Fields, revocation.EpochEvent{ZoneID: g.zone, Epoch: 1, EdgeID: v.ID, Event: revocation.EpochCreate}.Fields()) {
 			t.Fatalf("outbox = %+v", rows)
 		}
 		if g.notified.Load() != 1 {
@@ -261,7 +262,7 @@ func TestRevokeEdgeCascades(t *testing.T) {
 			t.Fatalf("%d outbox rows, want a revocation and an invalidation per edge", len(newRows))
 		}
 		for _, r := range newRows {
-			if r.Stream == store.StreamSessionsRevoke && r.Fields["reason"] != "task done" {
+			if r.Stream == revocation.StreamSessionsRevoke && r.Fields["reason"] != "task done" {
 				t.Fatalf("row %+v lost the reason", r)
 			}
 		}
@@ -456,7 +457,7 @@ func TestSweepExpired(t *testing.T) {
 			t.Fatalf("long edge is %s after the sweep", e.Status)
 		}
 		newRows := g.pending()[rows:]
-		if len(newRows) != 1 || !equalJSON(newRows[0].Fields, store.InvalidateFields(g.zone, 3, short.ID, "expire")) {
+		if len(newRows) != 1 || !equalJSON(newRows[0].Fields, revocation.EpochEvent{ZoneID: g.zone, Epoch: 3, EdgeID: short.ID, Event: revocation.EpochExpire}.Fields()) {
 			t.Fatalf("outbox rows = %+v", newRows)
 		}
 		if g.epoch(g.zone) != 3 || g.notified.Load() != notified+1 {

@@ -1,19 +1,18 @@
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caracalgw/caracal/internal/httpjson"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/verify"
 )
 
-// Error codes of SPEC.md section 5.
+// Error codes of docs/protocol.md section 5.
 const (
 	codeInvalidRequest = "invalid_request"
 	codeInvalidToken   = "invalid_token"
@@ -84,28 +83,13 @@ func (s *Service) storeError(err error, what string) *apiError {
 	return unavailable("storage is unavailable; retry later")
 }
 
-// noStore marks a response as never cacheable: every Coordinator answer either carries
-// a secret or describes state that changes.
-func noStore(h http.Header) {
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	h.Set("X-Content-Type-Options", "nosniff")
-}
-
+// writeJSON answers with v. Every Coordinator answer either carries a secret or
+// describes state that changes, so none is cached or content-sniffed.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":"server_error","error_description":"response could not be encoded"}`)
-	}
-	// A trailing newline, as json.Encoder writes: answers printed by curl end their line.
-	body = append(body, '\n')
 	h := w.Header()
-	noStore(h)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	httpjson.NoStore(h)
+	h.Set("X-Content-Type-Options", "nosniff")
+	httpjson.Write(w, status, v)
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // maxPolicyError bounds the compiler message echoed to the uploader.
@@ -76,8 +77,8 @@ func (s *Service) putPolicy(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	row := store.OutboxEvent{
 		ZoneID:    zoneID,
-		Stream:    store.StreamPolicyInvalidate,
-		Fields:    map[string]string{"zone_id": zoneID, "version": strconv.FormatInt(b.Version, 10)},
+		Stream:    revocation.StreamPolicyInvalidate,
+		Fields:    revocation.PolicyEvent{ZoneID: zoneID, Version: b.Version}.Fields(),
 		CreatedAt: s.now(),
 	}
 	if _, err := s.store.AppendOutbox(ctx, row); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 func policyBody(t testing.TB, modules map[string]string, data json.RawMessage) string {
@@ -81,7 +82,7 @@ func TestPolicyUpload(t *testing.T) {
 			t.Fatalf("active bundle %+v, %v", b, err)
 		}
 		newRows := e.pending()[rows:]
-		if len(newRows) != 1 || newRows[0].Stream != store.StreamPolicyInvalidate ||
+		if len(newRows) != 1 || newRows[0].Stream != revocation.StreamPolicyInvalidate ||
 			!equalJSON(newRows[0].Fields, map[string]string{"zone_id": "a", "version": "2"}) {
 			t.Fatalf("outbox rows = %+v", newRows)
 		}

@@ -51,7 +51,7 @@ func (s *Service) createResource(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, badRequest(err.Error()))
 		return
 	}
-	res := store.Resource{ZoneID: zoneID, ID: randomID(resourceIDPrefix), Identifier: req.Identifier, Scopes: req.Scopes, CreatedAt: s.now()}
+	res := store.Resource{ZoneID: zoneID, ID: store.NewID(resourceIDPrefix), Identifier: req.Identifier, Scopes: req.Scopes, CreatedAt: s.now()}
 	if err := s.store.CreateResource(r.Context(), res); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			s.fail(w, r, conflict("resource "+req.Identifier+" already exists in this zone"))

@@ -40,7 +40,7 @@ func (p slowPublisher) Publish(ctx context.Context, stream string, fields map[st
 // the revocation set and epochs fed by the in-process bus, and an outbox relay
 // publishing to the bus (or to pub when set), whose Flush bounds the revoke answers.
 type pipeline struct {
-	revocations *revocation.Store
+	revocations *revocation.RevokedSet
 	epochs      *revocation.Epochs
 }
 
@@ -48,7 +48,7 @@ func withPipeline(t *testing.T, pub revocation.Publisher, wait time.Duration) (f
 	p := &pipeline{}
 	return func(o *issuer.Options) {
 		bus := revocation.NewBus(0, o.Now)
-		p.revocations, p.epochs = revocation.NewStore(o.Now), new(revocation.Epochs)
+		p.revocations, p.epochs = revocation.NewRevokedSet(o.Now), new(revocation.Epochs)
 		src := bus.Attach(p.revocations, p.epochs, nil)
 		if pub == nil {
 			pub = bus
@@ -315,7 +315,7 @@ func TestAdminRevokeAnswersWhenTheTransportIsDown(t *testing.T) {
 		}
 		revoked := map[string]bool{}
 		for _, r := range g.pending() {
-			if r.Stream == store.StreamSessionsRevoke {
+			if r.Stream == revocation.StreamSessionsRevoke {
 				revoked[r.Fields["session_id"]+r.Fields["delegation_edge_id"]] = true
 			}
 		}

@@ -4,9 +4,9 @@ import (
 	"crypto/sha256"
 	"net/http"
 
-	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
 )
 
 // adminTokenPrefix makes minted admin tokens recognisable (in a secret scanner, in a
@@ -52,8 +52,8 @@ func (s *Service) createAdminToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var zone *string
 	if req.ZoneID != "" {
-		if !issuer.ZoneIDPattern.MatchString(req.ZoneID) {
-			s.fail(w, r, badRequest("zone_id must match "+issuer.ZoneIDPattern.String()))
+		if !mandate.ValidZoneID(req.ZoneID) {
+			s.fail(w, r, badRequest("zone_id must match "+mandate.ZoneIDSyntax))
 			return
 		}
 		if aerr := s.zoneExists(r.Context(), req.ZoneID); aerr != nil {
@@ -70,7 +70,7 @@ func (s *Service) createAdminToken(w http.ResponseWriter, r *http.Request) {
 	tok := adminTokenPrefix + sec
 	hash := sha256.Sum256([]byte(tok))
 	t := store.AdminToken{
-		ID:         randomID(adminTokenIDPrefix),
+		ID:         store.NewID(adminTokenIDPrefix),
 		ZoneID:     req.ZoneID,
 		Capability: req.Capability,
 		Hash:       hash[:],

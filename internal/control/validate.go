@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/revocation"
 )
 
@@ -14,7 +15,6 @@ import (
 // stream entries, so they stay short and printable.
 const (
 	maxNameLen       = 200
-	maxIDLen         = 256
 	maxIdentifierLen = 2048
 	maxScopes        = 256
 )
@@ -33,27 +33,19 @@ func checkName(field, v string) *apiError {
 	return nil
 }
 
-// checkID accepts a record id (session, edge, admin token): 1 to maxIDLen bytes of
-// printable ASCII, what the revocation streams accept.
+// checkID accepts a record id (session, edge, admin token) as mandates and the
+// revocation streams carry it (mandate.ValidRecordID).
 func checkID(field, v string) *apiError {
-	if v == "" || len(v) > maxIDLen {
-		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes", field, maxIDLen))
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return badRequest(field + " must be printable ASCII without spaces")
-		}
+	if !mandate.ValidRecordID(v) {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes of printable ASCII without spaces", field, mandate.MaxRecordIDLen))
 	}
 	return nil
 }
 
 // checkReason accepts an optional revocation reason that stream consumers accept as is.
 func checkReason(v string) *apiError {
-	if len(v) > revocation.MaxReasonLen {
-		return badRequest(fmt.Sprintf("reason must be at most %d bytes", revocation.MaxReasonLen))
-	}
-	if strings.ContainsFunc(v, unicode.IsControl) {
-		return badRequest("reason must not contain control characters")
+	if !revocation.ValidReason(v) {
+		return badRequest(fmt.Sprintf("reason must be at most %d bytes without control characters", revocation.MaxReasonLen))
 	}
 	return nil
 }
@@ -67,7 +59,7 @@ func checkScopeList(scopes []string) *apiError {
 		return badRequest(fmt.Sprintf("scopes must list at most %d scopes", maxScopes))
 	}
 	for i, sc := range scopes {
-		if !validScopeToken(sc) {
+		if len(sc) > maxNameLen || !mandate.ValidScopeToken(sc) {
 			return badRequest(fmt.Sprintf("scope %.64q is not a valid scope token", sc))
 		}
 		if slices.Contains(scopes[:i], sc) {
@@ -75,17 +67,4 @@ func checkScopeList(scopes []string) *apiError {
 		}
 	}
 	return nil
-}
-
-// validScopeToken: 1*( %x21 / %x23-5B / %x5D-7E ) per RFC 6749 section 3.3.
-func validScopeToken(s string) bool {
-	if s == "" || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }

@@ -27,7 +27,7 @@ type graphEnv struct {
 	// revocations and epochs are the STS's revocation set and epoch tracker when it
 	// reads state through the pipeline (nil when it reads storage on every exchange);
 	// sync feeds them as the relay would.
-	revocations *revocation.Store
+	revocations *revocation.RevokedSet
 	epochs      *revocation.Epochs
 }
 
@@ -64,11 +64,11 @@ var scopeUniverse = []string{"read", "write", "admin"}
 
 func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	t.Helper()
-	var rs *revocation.Store
+	var rs *revocation.RevokedSet
 	var ep *revocation.Epochs
 	e := newEnv(t, st, func(o *Options) {
 		if cached {
-			rs, ep = revocation.NewStore(o.Now), new(revocation.Epochs)
+			rs, ep = revocation.NewRevokedSet(o.Now), new(revocation.Epochs)
 			o.Revocations, o.Epochs = rs, ep
 		}
 	})
@@ -99,7 +99,7 @@ func newGraphEnv(t *testing.T, st store.Store, cached bool) *graphEnv {
 	return g
 }
 
-// expectedPath is the test's own reading of SPEC.md section 4 at exchange time, written
+// expectedPath is the test's own reading of docs/protocol.md section 4 at exchange time, written
 // independently of resolveDelegation: walk parents with GetEdge, then apply every rule.
 func (g *graphEnv) expectedPath(t *testing.T, edgeID, presenter, resource string) ([]store.Edge, bool) {
 	t.Helper()
@@ -320,7 +320,7 @@ func randomGraphRound(t *testing.T, g *graphEnv, rng *rand.Rand) {
 
 	t.Logf("%d delegated mandates issued", len(mandates))
 	// Revoke something on each issued mandate's path; every place must refuse it.
-	rs := revocation.NewStore(g.clock.Now)
+	rs := revocation.NewRevokedSet(g.clock.Now)
 	v, err := verify.New(verify.Options{Issuer: testBase + "/zones/demo", Resource: apiResource, Keys: g.svc.Keys("demo"), Revocations: rs, Now: g.clock.Now})
 	if err != nil {
 		t.Fatal(err)

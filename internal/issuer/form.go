@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-// maxFormBytes is SPEC.md section 2's body limit.
+// maxFormBytes is docs/protocol.md section 2's body limit.
 const maxFormBytes = 64 << 10
 
 // form is a parsed token or revocation request: each parameter at most once, except that
@@ -27,7 +27,7 @@ func (f *form) has(name string) bool {
 	return ok
 }
 
-// readForm enforces the request shape of SPEC.md section 2: POST without a query string,
+// readForm enforces the request shape of docs/protocol.md section 2: POST without a query string,
 // application/x-www-form-urlencoded, at most 64 KiB, no repeated parameter.
 func readForm(r *http.Request) (*form, *Error) {
 	if r.URL.RawQuery != "" || r.URL.ForceQuery {

@@ -60,9 +60,9 @@ func (w *writeCounter) PutPolicyBundle(ctx context.Context, zoneID string, m map
 	return w.Store.PutPolicyBundle(ctx, zoneID, m, d, now)
 }
 
-func (w *writeCounter) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, now, until time.Time) error {
+func (w *writeCounter) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	w.count()
-	return w.Store.RotateSigningKey(ctx, zoneID, next, now, until)
+	return w.Store.RotateSigningKey(ctx, zoneID, next, r)
 }
 
 func (w *writeCounter) AppendOutbox(ctx context.Context, e store.OutboxEvent) (store.OutboxEvent, error) {

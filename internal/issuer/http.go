@@ -43,7 +43,7 @@ func (s *Service) Handles(r *http.Request) bool {
 	return httproute.Under(r.URL.Path, "/zones") || httproute.Under(r.URL.Path, metadataPrefix+"/zones")
 }
 
-// ServeHTTP serves the STS endpoints of the Protocol: a wrong method on one of them is
+// ServeHTTP serves the STS endpoints of docs/protocol.md section 2: a wrong method on one of them is
 // 405 with Allow, any other path 404, both as OAuth error objects.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 

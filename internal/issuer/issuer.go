@@ -1,5 +1,5 @@
 // Package issuer is the STS core: zone signing keys, JWKS and metadata, client-credentials
-// sessions and policy-gated RFC 8693 token exchange (SPEC.md sections 2, 3 and 8). It has
+// sessions and policy-gated RFC 8693 token exchange (docs/protocol.md sections 2, 3 and 8). It has
 // no Caddy imports; the sts package wraps it as a Caddy app and handler.
 package issuer
 
@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,7 +29,7 @@ import (
 	"github.com/caracalgw/caracal/revocation"
 )
 
-// Defaults of SPEC.md section 2 and 3.
+// Defaults of docs/protocol.md sections 2 and 3.
 const (
 	DefaultSessionLifetime    = time.Hour
 	DefaultMaxSessionLifetime = 24 * time.Hour
@@ -39,9 +40,14 @@ const (
 	DefaultFailureLimit       = 5
 	DefaultFailureWindow      = time.Minute
 	jwksMaxAge                = 300
+	// DefaultKeyActivationDelay is how long a rotated-in key is published before it
+	// signs: the JWKS max-age (300 s), plus the 30 s a verifier waits before refetching
+	// for an unknown kid (mandate.DefaultRemoteMinRefresh), plus 30 s for clocks and
+	// fetches in flight.
+	DefaultKeyActivationDelay = jwksMaxAge*time.Second + mandate.DefaultRemoteMinRefresh + 30*time.Second
 )
 
-// ZoneIDPattern is the zone id syntax of SPEC.md section 1.
+// ZoneIDPattern is the zone id syntax of docs/protocol.md section 1.
 var ZoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Token type and grant URNs.
@@ -67,6 +73,10 @@ type Options struct {
 	MaxSessionLifetime time.Duration
 	MandateLifetime    time.Duration
 	Leeway             time.Duration
+	// KeyActivationDelay is how long a rotation publishes the next key before signing
+	// with it (default DefaultKeyActivationDelay). Shorter than the JWKS max-age plus
+	// the verifiers' refetch interval, verifiers may refuse the first mandates it signs.
+	KeyActivationDelay time.Duration
 	// RefreshInterval bounds how stale this process's view of a zone's keys, policy version
 	// and resources may be when another process changed them.
 	RefreshInterval time.Duration
@@ -96,7 +106,7 @@ type Options struct {
 	// With them, sessions are read from storage once and then checked against the set
 	// while the feed is no older than MaxStaleness (default 5s); without them every
 	// exchange reads the session from storage.
-	Revocations      *revocation.Store
+	Revocations      *revocation.RevokedSet
 	RevocationSource revocation.Source
 	MaxStaleness     time.Duration
 	// Epochs are the zones' delegation epochs seen on the same feed; a delegation path
@@ -123,6 +133,9 @@ type Service struct {
 	mu        sync.RWMutex
 	zones     map[string]*zoneState
 	zoneLoads singleflight.Group // first loads of a zone, by zone id
+	// keyGen changes whenever a zone's key set lost a key or was loaded afresh, so that
+	// verification caches over the zones' keys check their tokens again.
+	keyGen atomic.Uint64
 }
 
 // zoneState is this process's cached view of one zone.
@@ -130,16 +143,24 @@ type zoneState struct {
 	refreshing sync.Mutex // held by the goroutine refreshing this zone
 	mu         sync.RWMutex
 	loadedAt   time.Time
-	issuer     string
-	signer     *mandate.Signer
-	keys       mandate.KeySet
-	jwks       []byte
-	resources  map[string]resourceEntry
+	// switchAt is when a published next key starts signing (zero: none pending); the
+	// state is reloaded then, whatever its age.
+	switchAt  time.Time
+	issuer    string
+	signer    *mandate.Signer
+	keys      mandate.KeySet
+	jwks      []byte
+	resources map[string]resourceEntry
 	// scopes is the union of the zone's grantable scopes (RFC 8414 scopes_supported).
 	scopes []string
 	// subjects caches verified session mandates; its key source reads keys above.
 	subjects *mandate.CachedVerifier
+	// keyGen is the Service's count of key withdrawals (mandate.KeyGenerations).
+	keyGen *atomic.Uint64
 }
+
+// KeyGeneration implements mandate.KeyGenerations.
+func (z *zoneState) KeyGeneration() uint64 { return z.keyGen.Load() }
 
 // Key implements mandate.KeySource over the zone's current key set.
 func (z *zoneState) Key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
@@ -189,6 +210,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = DefaultRefreshInterval
+	}
+	if opts.KeyActivationDelay <= 0 {
+		opts.KeyActivationDelay = DefaultKeyActivationDelay
 	}
 	if opts.FailureLimit <= 0 {
 		opts.FailureLimit = DefaultFailureLimit
@@ -261,7 +285,7 @@ func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
 	now := s.now()
 	if z != nil {
 		z.mu.RLock()
-		fresh := now.Sub(z.loadedAt) < s.opts.RefreshInterval
+		fresh := now.Sub(z.loadedAt) < s.opts.RefreshInterval && (z.switchAt.IsZero() || now.Before(z.switchAt))
 		z.mu.RUnlock()
 		if fresh {
 			return z, nil
@@ -291,7 +315,7 @@ func (s *Service) zone(ctx context.Context, zoneID string) (*zoneState, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), zoneLoadTimeout)
 		defer cancel()
-		z := &zoneState{issuer: s.Issuer(zoneID)}
+		z := &zoneState{issuer: s.Issuer(zoneID), keyGen: &s.keyGen}
 		z.subjects = mandate.NewCachedVerifier(&mandate.Verifier{Keys: z, Leeway: s.opts.Leeway, Now: s.now}, 0)
 		z.refreshing.Lock()
 		defer z.refreshing.Unlock()
@@ -326,10 +350,15 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 	set := make(mandate.KeySet, len(keys))
 	jwks := mandate.JWKS{Keys: make([]mandate.JWK, 0, len(keys))}
 	z.mu.RLock()
-	current := z.signer
+	current, previous := z.signer, z.keys
 	z.mu.RUnlock()
+	signing, _ := store.SigningKeyAt(keys, now)
+	var switchAt time.Time
 	for _, k := range keys {
-		if k.Status == store.StatusActive && signer == nil {
+		if k.Status == store.StatusActive && k.ActivatesAt.After(now) {
+			switchAt = k.ActivatesAt
+		}
+		if k.KID == signing.KID && signer == nil {
 			if current != nil && current.KID() == k.KID {
 				signer = current
 			} else {
@@ -367,7 +396,19 @@ func (s *Service) load(ctx context.Context, z *zoneState, zoneID string) error {
 		s.log.Warn("policy bundle not loaded; zone is deny-all", zap.String("zone", zoneID), zap.Error(err))
 	}
 	z.mu.Lock()
+	withdrawn := previous == nil // a fresh state: what an earlier one held is unknown
+	for kid := range previous {
+		if _, ok := set[kid]; !ok {
+			withdrawn = true
+		}
+	}
+	if withdrawn {
+		// A key may have left the set (revoked, or past its NotAfter): mandates it
+		// signed must not be served from a cache any more.
+		z.keyGen.Add(1)
+	}
 	z.loadedAt = now
+	z.switchAt = switchAt
 	z.signer = signer
 	z.keys = set
 	z.jwks = jwksBody

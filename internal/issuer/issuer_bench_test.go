@@ -114,7 +114,7 @@ func BenchmarkIssuance(b *testing.B) {
 				}
 				// As deployed: state is read through the revocation feed.
 				epochs := new(revocation.Epochs)
-				e := newEnv(b, st, func(o *Options) { o.Revocations, o.Epochs = revocation.NewStore(o.Now), epochs })
+				e := newEnv(b, st, func(o *Options) { o.Revocations, o.Epochs = revocation.NewRevokedSet(o.Now), epochs })
 				form := exchangeForm(e.session("demo", "agent"), "scope", "read")
 				if hops > 0 {
 					form = delegatedForm(b, e, hops, epochs)

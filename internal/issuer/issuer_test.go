@@ -8,14 +8,17 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 func tokenBody(t *testing.T, b []byte) tokenResponse {
@@ -434,19 +437,36 @@ func TestKeyRotationKeepsRetiredKeysUntilTheirMandatesExpire(t *testing.T) {
 	e := newEnv(t, nil)
 	old := e.session("demo", "agent")
 	oldKID := headerOf(t, old)["kid"]
-	kid, err := e.svc.RotateKey(context.Background(), "demo")
+	rot, err := e.svc.RotateKey(context.Background(), "demo", false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	kid := rot.KID
 	if kid == oldKID {
 		t.Fatal("rotation kept the kid")
+	}
+	if want := e.clock.Now().Add(DefaultKeyActivationDelay); !rot.ActivatesAt.Equal(want) {
+		t.Fatalf("activates at %s, want %s", rot.ActivatesAt, want)
 	}
 	ks := e.jwks(t, "demo")
 	if len(ks) != 2 || ks[kid] == nil || ks[oldKID.(string)] == nil {
 		t.Fatalf("jwks after rotation: %v", ks)
 	}
-	// A session mandate signed by the retired key still exchanges; the new mandate uses the new key.
+	// Until the activation the old key signs; the new one is only published.
 	rec := e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(old, "scope", "read")})
+	if rec.Code != 200 {
+		t.Fatalf("exchange during the activation delay: %d %s", rec.Code, rec.Body)
+	}
+	if got := headerOf(t, tokenBody(t, rec.Body.Bytes()).AccessToken)["kid"]; got != oldKID {
+		t.Fatalf("mandate during the activation delay signed with %v, want the old key %v", got, oldKID)
+	}
+	if _, err := e.svc.RotateKey(context.Background(), "demo", false); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second rotation while one is pending: %v, want a conflict", err)
+	}
+	// After it, a session mandate signed by the retired key still exchanges, and the new
+	// mandate uses the new key, without waiting for the zone's refresh interval.
+	e.clock.Advance(DefaultKeyActivationDelay)
+	rec = e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(old, "scope", "read")})
 	if rec.Code != 200 {
 		t.Fatalf("exchange with a retired-key subject: %d %s", rec.Code, rec.Body)
 	}
@@ -458,6 +478,54 @@ func TestKeyRotationKeepsRetiredKeysUntilTheirMandatesExpire(t *testing.T) {
 	if ks := e.jwks(t, "demo"); len(ks) != 1 || ks[kid] == nil {
 		t.Fatalf("retired key still published after its retention: %v", ks)
 	}
+}
+
+func TestImmediateKeyRotationRevokesTheSigningKey(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func() store.Store) {
+		e := newEnv(t, open())
+		old := e.session("demo", "agent")
+		oldKID := headerOf(t, old)["kid"].(string)
+		pending, err := e.svc.RotateKey(context.Background(), "demo", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rot, err := e.svc.RotateKey(context.Background(), "demo", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rot.ActivatesAt.Equal(e.clock.Now()) || len(rot.Revoked) != 2 || rot.Revoked[0] != oldKID || rot.Revoked[1] != pending.KID {
+			t.Fatalf("immediate rotation = %+v; want it active now, revoking %s and the pending %s", rot, oldKID, pending.KID)
+		}
+		if ks := e.jwks(t, "demo"); len(ks) != 1 || ks[rot.KID] == nil {
+			t.Fatalf("jwks after the immediate rotation: %v, want only %s", ks, rot.KID)
+		}
+		// The session mandate signed by the revoked key no longer exchanges.
+		if rec := e.do(call{path: "/zones/demo/oauth2/token", form: exchangeForm(old, "scope", "read")}); rec.Code == 200 {
+			t.Fatalf("a mandate of the revoked key exchanged: %s", rec.Body)
+		}
+		fresh := e.session("demo", "agent")
+		if got := headerOf(t, fresh)["kid"]; got != rot.KID {
+			t.Fatalf("new session signed with %v, want %v", got, rot.KID)
+		}
+		rows, err := e.store.PendingOutbox(context.Background(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var events []string
+		for _, r := range rows {
+			if r.Stream == revocation.StreamKeys {
+				ev, err := revocation.ParseKeysEvent(r.Fields)
+				if err != nil {
+					t.Fatalf("outbox keys row %v: %v", r.Fields, err)
+				}
+				events = append(events, ev.Event+":"+ev.KID)
+			}
+		}
+		want := []string{"rotate:" + pending.KID, "revoke:" + rot.KID}
+		if !slices.Equal(events, want) {
+			t.Fatalf("keys entries in the outbox %v, want %v", events, want)
+		}
+	})
 }
 
 func TestRevocationEndpoint(t *testing.T) {

@@ -28,7 +28,7 @@ func (p *refusingPublisher) Publish(context.Context, string, map[string]string) 
 // epochs fed by the in-process bus, and an outbox relay publishing to the bus, or to
 // pub when it is set.
 type pipeline struct {
-	revocations *revocation.Store
+	revocations *revocation.RevokedSet
 	epochs      *revocation.Epochs
 }
 
@@ -38,7 +38,7 @@ func withPipeline(t *testing.T, pub revocation.Publisher, wait time.Duration) (e
 	p := &pipeline{}
 	return func(o *Options) {
 		bus := revocation.NewBus(0, o.Now)
-		p.revocations, p.epochs = revocation.NewStore(o.Now), new(revocation.Epochs)
+		p.revocations, p.epochs = revocation.NewRevokedSet(o.Now), new(revocation.Epochs)
 		src := bus.Attach(p.revocations, p.epochs, nil)
 		if pub == nil {
 			pub = bus

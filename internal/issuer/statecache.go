@@ -27,7 +27,7 @@ const maxPathEdges = 10
 // are also re-read after ttl (the refresh interval), which bounds the damage of a
 // deployment whose processes do not share a transport (local bus on several processes).
 type stateCache struct {
-	revoked   *revocation.Store
+	revoked   *revocation.RevokedSet
 	source    revocation.Source
 	staleness time.Duration
 	ttl       time.Duration
@@ -53,7 +53,7 @@ type cachedSession struct {
 
 type cacheKey struct{ zone, sid string }
 
-func newStateCache(revoked *revocation.Store, source revocation.Source, staleness, ttl time.Duration) *stateCache {
+func newStateCache(revoked *revocation.RevokedSet, source revocation.Source, staleness, ttl time.Duration) *stateCache {
 	if revoked == nil {
 		return nil
 	}

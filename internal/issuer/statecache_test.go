@@ -23,10 +23,10 @@ func (s *staticSource) Stats() revocation.Stats { return revocation.Stats{} }
 func (s *staticSource) Close() error            { return nil }
 
 func TestSessionStateThroughTheRevocationPipeline(t *testing.T) {
-	var rs *revocation.Store
+	var rs *revocation.RevokedSet
 	src := &staticSource{}
 	e := newEnv(t, nil, func(o *Options) {
-		rs = revocation.NewStore(o.Now)
+		rs = revocation.NewRevokedSet(o.Now)
 		o.Revocations, o.RevocationSource = rs, src
 	})
 	src.last = e.clock.Now()

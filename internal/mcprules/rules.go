@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caracalgw/caracal/mandate"
 )
 
 // Keywords that stand in place of a rule's scope list.
@@ -228,16 +230,13 @@ func compileScopes(label, pattern string, scopes []string) (*requirement, error)
 	return req, nil
 }
 
-// checkScopeToken applies RFC 6749 section 3.3: a scope token is one or more of
-// %x21, %x23-5B, %x5D-7E.
+// checkScopeToken applies RFC 6749 section 3.3 (mandate.ValidScopeToken).
 func checkScopeToken(s string) error {
-	if s == "" {
+	switch {
+	case s == "":
 		return errors.New("empty scope")
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
-			return fmt.Errorf("byte 0x%02x is not allowed in a scope (RFC 6749 section 3.3)", c)
-		}
+	case !mandate.ValidScopeToken(s):
+		return fmt.Errorf("scope %.64q is not a scope token (RFC 6749 section 3.3)", s)
 	}
 	return nil
 }

@@ -64,9 +64,9 @@ func TestRelayHeartbeatsMakeASourceFresh(t *testing.T) {
 	s := newStore(t)
 	key := []byte("relay-key")
 	bus := revocation.NewBus(0, nil)
-	src := bus.Attach(revocation.NewStore(nil), nil, key)
+	src := bus.Attach(revocation.NewRevokedSet(nil), nil, key)
 	defer src.Close()
-	wrong := bus.Attach(revocation.NewStore(nil), nil, []byte("another key"))
+	wrong := bus.Attach(revocation.NewRevokedSet(nil), nil, []byte("another key"))
 	defer wrong.Close()
 	if !src.Watermark().IsZero() {
 		t.Fatal("a watermark before any relay ran")

@@ -3,7 +3,7 @@
 // A revoke is acknowledged only after the store wrote it together with its outbox rows
 // in one transaction; the Relay then publishes those rows, retrying until the publisher
 // accepts them, so a revocation reaches the streams even if Redis was down when it
-// happened (SPEC.md section 6).
+// happened (docs/protocol.md section 6).
 //
 // Relays sharing an outbox claim rows before publishing them (store.ClaimOutbox): one
 // relay at a time holds a lease on the oldest pending rows, so a row goes out once and
@@ -15,11 +15,8 @@ package outbox
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +49,7 @@ type Options struct {
 	Store store.Store
 	// Publisher sends entries (Redis, or the in-process Bus). Required.
 	Publisher revocation.Publisher
-	// Key, when set, signs every entry (the sig field of SPEC.md section 6).
+	// Key, when set, signs every entry (the sig field of docs/protocol.md section 6).
 	Key []byte
 	// Interval is how often pending rows are looked for without a Notify: the fallback
 	// for rows written by another process (DefaultInterval when zero).
@@ -111,9 +108,7 @@ func New(o Options) *Relay {
 		o.HeartbeatInterval = revocation.DefaultHeartbeatInterval
 	}
 	if o.ID == "" {
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		o.ID = "relay-" + hex.EncodeToString(b)
+		o.ID = "relay-" + randomHex(8)
 	}
 	return &Relay{o: o, wake: make(chan struct{}, 1), passed: make(chan struct{})}
 }
@@ -272,20 +267,8 @@ func (r *Relay) publish(ctx context.Context, row store.OutboxEvent) error {
 	return nil
 }
 
-// fields prepares a row for the stream: the reason is cleaned so that strict
-// consumers accept it (a dropped revocation would be far worse than an altered
-// reason), then the entry is signed.
+// fields prepares a row for the stream (revocation.PublishFields: reason cleaned,
+// signed with the relay's key).
 func (r *Relay) fields(row store.OutboxEvent) map[string]string {
-	fields := maps.Clone(row.Fields)
-	if fields == nil {
-		fields = make(map[string]string)
-	}
-	delete(fields, "sig")
-	if reason, ok := fields["reason"]; ok && row.Stream == revocation.StreamSessionsRevoke {
-		fields["reason"] = revocation.CleanReason(reason)
-	}
-	if len(r.o.Key) > 0 {
-		fields["sig"] = revocation.Sign(r.o.Key, row.Stream, fields)
-	}
-	return fields
+	return revocation.PublishFields(r.o.Key, row.Stream, row.Fields)
 }

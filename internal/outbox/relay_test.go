@@ -128,7 +128,7 @@ func (f *flaky) Publish(ctx context.Context, stream string, fields map[string]st
 func TestRelayRetriesUntilThePublisherAccepts(t *testing.T) {
 	s := newStore(t)
 	bus := revocation.NewBus(0, nil)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	src := bus.Attach(st, nil, nil)
 	defer src.Close()
 	pub := &flaky{fails: 3, next: bus, store: s}
@@ -154,7 +154,7 @@ func TestRelayRetriesUntilThePublisherAccepts(t *testing.T) {
 func TestRelayNotifyPublishesAtOnce(t *testing.T) {
 	s := newStore(t)
 	bus := revocation.NewBus(0, nil)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	defer bus.Attach(st, nil, nil).Close()
 	// An interval far beyond the test's patience: only Notify can explain a publication.
 	r := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: time.Hour})
@@ -176,7 +176,7 @@ func TestRelaySignsAndCleansEntries(t *testing.T) {
 	s := newStore(t)
 	key := []byte("relay-key")
 	bus := revocation.NewBus(0, nil)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	ep := &revocation.Epochs{}
 	src := bus.Attach(st, ep, key)
 	defer src.Close()
@@ -240,7 +240,7 @@ func TestRelayPublishesRevocationsMadeWhileRedisWasDown(t *testing.T) {
 	defer pubClient.Close()
 
 	key := []byte("relay-key")
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	c, err := revocation.NewRedisRevocationConsumer(context.Background(), st, nil, revocation.RedisOptions{
 		Client: admin, Key: key, StreamPrefix: prefix, Block: 100 * time.Millisecond,
 	})
@@ -360,7 +360,7 @@ func (p *proxy) setCut(cut bool) {
 func TestRelayFlushReturnsOnceEarlierRowsArePublished(t *testing.T) {
 	s := newStore(t)
 	bus := revocation.NewBus(0, nil)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	defer bus.Attach(st, nil, nil).Close()
 	// An hour-long interval: only the Flush's own wake-up can publish the rows.
 	r := outbox.New(outbox.Options{Store: s, Publisher: bus, Interval: time.Hour})
@@ -414,7 +414,7 @@ func (s *stuck) Publish(ctx context.Context, _ string, _ map[string]string) erro
 func TestRelayTakesOverTheRowsOfAStuckRelayOnceItsLeaseLapses(t *testing.T) {
 	s := newStore(t)
 	bus := revocation.NewBus(0, nil)
-	st := revocation.NewStore(nil)
+	st := revocation.NewRevokedSet(nil)
 	src := bus.Attach(st, nil, nil)
 	defer src.Close()
 

@@ -162,8 +162,8 @@ func (r *Relay) republish(ctx context.Context) (int, error) {
 				return n, err
 			}
 			for _, l := range page {
-				fields := r.fields(store.OutboxEvent{Stream: store.StreamSessionsRevoke, Fields: l.Fields()})
-				if err := r.o.Publisher.Publish(ctx, store.StreamSessionsRevoke, fields); err != nil {
+				fields := r.fields(store.OutboxEvent{Stream: revocation.StreamSessionsRevoke, Fields: l.Fields()})
+				if err := r.o.Publisher.Publish(ctx, revocation.StreamSessionsRevoke, fields); err != nil {
 					r.publishErrors.Add(1)
 					return n, err
 				}
@@ -179,9 +179,12 @@ func (r *Relay) republish(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func newGeneration() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
+func newGeneration() string { return randomHex(16) }
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
 }
 
@@ -198,10 +201,10 @@ func (r *Relay) PublishHeartbeat(ctx context.Context, fields map[string]string) 
 	if !ready {
 		return ErrHistoryPending
 	}
-	signed := r.fields(store.OutboxEvent{Stream: store.StreamSessionsRevoke, Fields: fields})
+	signed := r.fields(store.OutboxEvent{Stream: revocation.StreamSessionsRevoke, Fields: fields})
 	hk, ok := r.o.Publisher.(HistoryKeeper)
 	if !ok {
-		return r.o.Publisher.Publish(ctx, store.StreamSessionsRevoke, signed)
+		return r.o.Publisher.Publish(ctx, revocation.StreamSessionsRevoke, signed)
 	}
 	err := hk.PublishHeartbeat(ctx, gen, signed)
 	if errors.Is(err, revocation.ErrHistoryLost) {

@@ -9,6 +9,7 @@ import (
 	"github.com/caracalgw/caracal/internal/outbox"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/testenv"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 func TestRetentionDeletesWhatIsOldAndKeepsWhatIsLive(t *testing.T) {
@@ -64,7 +65,7 @@ func TestRetentionDeletesWhatIsOldAndKeepsWhatIsLive(t *testing.T) {
 	if err := s.MarkPublished(ctx, recent.ZoneID, recent.ID, now.Add(30*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	stuck, err := s.AppendOutbox(ctx, store.OutboxEvent{ZoneID: zone, Stream: store.StreamPolicyInvalidate, CreatedAt: now.Add(-time.Hour)})
+	stuck, err := s.AppendOutbox(ctx, store.OutboxEvent{ZoneID: zone, Stream: revocation.StreamPolicyInvalidate, CreatedAt: now.Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// DefaultTimeout bounds one evaluation when no timeout is configured (SPEC.md section 8).
+// DefaultTimeout bounds one evaluation when no timeout is configured (docs/protocol.md section 8).
 const DefaultTimeout = 100 * time.Millisecond
 
 // decisionQuery is the document the STS asks for.

@@ -1,8 +1,9 @@
-// Package policy is the STS's policy gate (SPEC.md section 8): it evaluates
+// Package policy is the STS's policy gate (docs/protocol.md section 8): it evaluates
 // data.caracal.authz.decision for a zone, either in-process against the zone's
 // compiled bundle (Embedded) or against a remote OPA server (Remote). Every failure
 // is a deny: a missing bundle, a compile error, an evaluation error, a timeout, an
-// unreachable server and any result that is not exactly the contract's shape.
+// unreachable server and any result whose shape is not exactly that of
+// docs/protocol.md section 8.
 package policy
 
 import (
@@ -18,13 +19,14 @@ import (
 )
 
 // The actions the STS evaluates: a token exchange, and a client_credentials grant that
-// names a resource (the session is created and the resource mandate issued in one step).
+// names a resource (the session is created and the resource mandate issued in one step);
+// docs/protocol.md section 8.
 const (
 	ActionTokenExchange     = "token_exchange"
 	ActionClientCredentials = "client_credentials"
 )
 
-// Input is SPEC.md section 8's input document. The JSON names are the wire
+// Input is docs/protocol.md section 8's input document. The JSON names are the wire
 // contract a remote OPA server sees; the embedded engine builds the identical
 // document directly as an AST value.
 type Input struct {

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // Sentinel errors. Implementations wrap them so callers can use errors.Is.
@@ -35,11 +37,12 @@ const (
 	StatusRetired = "retired"
 )
 
-// Stream names of SPEC.md section 6; outbox rows are addressed to one of them.
+// Stream names outbox rows are addressed to. The revocation package owns them with the
+// rest of the wire format; these names refer to its constants.
 const (
-	StreamSessionsRevoke       = "caracal.sessions.revoke"
-	StreamDelegationInvalidate = "caracal.delegations.invalidate"
-	StreamPolicyInvalidate     = "caracal.policy.invalidate"
+	StreamSessionsRevoke       = revocation.StreamSessionsRevoke
+	StreamDelegationInvalidate = revocation.StreamDelegationInvalidate
+	StreamPolicyInvalidate     = revocation.StreamPolicyInvalidate
 )
 
 // Zone is the tenant boundary.
@@ -79,12 +82,59 @@ type SigningKey struct {
 	KID       string
 	Sealed    []byte
 	PublicJWK []byte
-	Status    string // active | retired
+	Status    string // active | retired | revoked
 	CreatedAt time.Time
-	RetiredAt time.Time // zero while active
+	// ActivatesAt is when the active key starts signing; zero means from CreatedAt. A
+	// rotation publishes the next key ahead of it: until then the key is in the JWKS but
+	// the previous key (retired at this instant) still signs.
+	ActivatesAt time.Time
+	// RetiredAt is when the key stops (or stopped) signing; zero while active. A key
+	// replaced by a pending rotation is retired with RetiredAt in the future.
+	RetiredAt time.Time
 	// NotAfter is when a retired key leaves the JWKS: retirement time plus the
-	// maximum mandate lifetime. Zero while active.
+	// maximum mandate lifetime; the revocation time for a revoked key. Zero while active.
 	NotAfter time.Time
+}
+
+// KeyRotation says how RotateSigningKey replaces a zone's signing key.
+type KeyRotation struct {
+	// Now is the time of the rotation.
+	Now time.Time
+	// ActivateAt is when the next key starts signing and the current one stops. Now
+	// (or earlier) makes the next key sign at once.
+	ActivateAt time.Time
+	// RetireUntil is when the replaced key leaves the JWKS.
+	RetireUntil time.Time
+	// Revoke revokes the signing key instead of retiring it: it leaves the JWKS at Now,
+	// and so does a next key still waiting for its activation.
+	Revoke bool
+	// Outbox, when set, is a stream entry written in the same transaction.
+	Outbox *OutboxEvent
+}
+
+// SigningKeyAt picks, among keys as SigningKeys returns them, the one that signs at now:
+// the active key once it is activated, else the key it replaces (the most recently
+// retired one still retiring after now). ok is false when there is none.
+func SigningKeyAt(keys []SigningKey, now time.Time) (SigningKey, bool) {
+	var (
+		active, prev SigningKey
+		found, has   bool
+	)
+	for _, k := range keys {
+		switch {
+		case k.Status == StatusActive:
+			active, found = k, true
+		case k.Status == StatusRetired && k.RetiredAt.After(now) && (!has || k.RetiredAt.After(prev.RetiredAt)):
+			prev, has = k, true
+		}
+	}
+	if !found {
+		return SigningKey{}, false
+	}
+	if !active.ActivatesAt.After(now) || !has {
+		return active, true
+	}
+	return prev, true
 }
 
 // PolicyBundle is one version of a zone's Rego modules and data document.
@@ -109,7 +159,7 @@ type Session struct {
 	RevokeReason string
 }
 
-// Edge is a delegation edge (SPEC.md section 4).
+// Edge is a delegation edge (docs/protocol.md section 4).
 type Edge struct {
 	ZoneID          string
 	ID              string
@@ -139,7 +189,7 @@ type AdminToken struct {
 }
 
 // OutboxEvent is a stream entry waiting to be published. Fields are the unsigned
-// stream fields of SPEC.md section 6; the publisher adds `sig`.
+// stream fields of docs/protocol.md section 6; the publisher adds `sig`.
 type OutboxEvent struct {
 	ZoneID      string
 	ID          int64
@@ -184,10 +234,13 @@ func (r LiveRevocation) Cursor() RevocationCursor {
 
 // Fields returns the caracal.sessions.revoke entry that republishes r (without sig).
 func (r LiveRevocation) Fields() map[string]string {
+	e := revocation.Event{ZoneID: r.ZoneID, Reason: r.Reason, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt}
 	if r.EdgeID != "" {
-		return EdgeRevokeFields(r.ZoneID, r.EdgeID, r.Reason, r.RevokedAt, r.ExpiresAt)
+		e.DelegationEdgeID = r.EdgeID
+	} else {
+		e.SessionID = r.SessionID
 	}
-	return SessionRevokeFields(r.ZoneID, r.SessionID, r.Reason, r.RevokedAt, r.ExpiresAt)
+	return e.Fields()
 }
 
 // AuditEvent records an administrative or security-relevant action.
@@ -243,9 +296,12 @@ type Store interface {
 	// SigningKeys returns the zone's active key and retired keys whose NotAfter is
 	// after now, active first.
 	SigningKeys(ctx context.Context, zoneID string, now time.Time) ([]SigningKey, error)
-	// RotateSigningKey retires the active key (RetiredAt=now, NotAfter=retireUntil) and
-	// makes next the active key, atomically.
-	RotateSigningKey(ctx context.Context, zoneID string, next SigningKey, now, retireUntil time.Time) error
+	// RotateSigningKey makes next the active key (signing from r.ActivateAt) and retires
+	// the key that signs until then (RetiredAt=r.ActivateAt, NotAfter=r.RetireUntil), or
+	// revokes it with r.Revoke, atomically, with r.Outbox. ErrConflict when a rotation is
+	// still pending (the active key is not activated yet) and r.Revoke is false, or when
+	// next's kid exists.
+	RotateSigningKey(ctx context.Context, zoneID string, next SigningKey, r KeyRotation) error
 
 	// PutPolicyBundle stores modules and data as the next version and activates it,
 	// atomically; it returns the stored bundle. Validation is the caller's job.
@@ -326,7 +382,5 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEvent) error
 	ListAudit(ctx context.Context, zoneID string, limit int) ([]AuditEvent, error)
 
-	// Ping reports whether the backing storage answers.
-	Ping(ctx context.Context) error
 	Close() error
 }

@@ -4,6 +4,7 @@
 //	manifest output         the binary path
 //	manifest build-flags    the go build flags
 //	manifest xcaddy-args    the arguments of `xcaddy build` for the same build
+//	manifest ldflags        the -ldflags value naming Caracal's version and git commit
 package main
 
 import (
@@ -11,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 )
 
 type manifest struct {
+	// Version is Caracal's release version, printed by `caracal version`.
+	Version      string `json:"version"`
 	CaddyVersion string `json:"caddy_version"`
 	Plugins      []struct {
 		ModulePath string `json:"module_path"`
@@ -37,7 +41,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) != 1 {
-		return errors.New("usage: manifest output|build-flags|xcaddy-args")
+		return errors.New("usage: manifest output|build-flags|xcaddy-args|ldflags")
 	}
 	raw, err := os.ReadFile("xcaddy.json")
 	if err != nil {
@@ -49,8 +53,8 @@ func run(args []string) error {
 	if err := dec.Decode(&m); err != nil {
 		return fmt.Errorf("xcaddy.json: %w", err)
 	}
-	if m.CaddyVersion == "" || m.Output == "" {
-		return errors.New("xcaddy.json: caddy_version and output are required")
+	if m.Version == "" || m.CaddyVersion == "" || m.Output == "" {
+		return errors.New("xcaddy.json: version, caddy_version and output are required")
 	}
 	switch args[0] {
 	case "output":
@@ -59,6 +63,8 @@ func run(args []string) error {
 		fmt.Println(strings.Join(m.BuildFlags, " "))
 	case "xcaddy-args":
 		fmt.Println(strings.Join(xcaddyArgs(m), " "))
+	case "ldflags":
+		fmt.Printf("-X main.version=%s -X main.commit=%s\n", m.Version, gitCommit())
 	default:
 		return fmt.Errorf("unknown field %q", args[0])
 	}
@@ -94,4 +100,18 @@ func xcaddyArgs(m manifest) []string {
 		args = append(args, "--replace", old+"="+repl)
 	}
 	return args
+}
+
+// gitCommit is the checkout's short commit, with "+modified" when tracked files differ
+// from it, or "unknown" outside a git checkout.
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	commit := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		commit += "+modified"
+	}
+	return commit
 }

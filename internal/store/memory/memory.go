@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // Store is the in-memory store. The zero value is not usable; call New.
@@ -329,8 +330,8 @@ func compareKeys(a, b store.SigningKey) int {
 	return cmp.Compare(a.KID, b.KID)
 }
 
-// RotateSigningKey retires the active key and makes next the active key.
-func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.SigningKey, now, retireUntil time.Time) error {
+// RotateSigningKey makes next the active key and retires or revokes the key it replaces.
+func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if next.ZoneID != "" && next.ZoneID != zoneID {
 		return fmt.Errorf("rotating signing key of zone %q: key belongs to zone %q", zoneID, next.ZoneID)
 	}
@@ -345,15 +346,45 @@ func (s *Store) RotateSigningKey(_ context.Context, zoneID string, next store.Si
 	if _, ok := z.keys[next.KID]; ok {
 		return fmt.Errorf("signing key %q: %w", next.KID, store.ErrConflict)
 	}
-	for kid, k := range z.keys {
-		if k.Status == store.StatusActive {
-			k.Status = store.StatusRetired
-			k.RetiredAt = ts(now)
-			k.NotAfter = ts(retireUntil)
-			z.keys[kid] = k
+	now := ts(r.Now)
+	all := make([]store.SigningKey, 0, len(z.keys))
+	for _, k := range z.keys {
+		if k.Status == store.StatusActive || k.NotAfter.After(now) {
+			all = append(all, k)
 		}
 	}
-	z.keys[next.KID] = newActiveKey(zoneID, next)
+	signing, _ := store.SigningKeyAt(all, now)
+	for kid, k := range z.keys {
+		// A pending rotation: only an emergency one may replace it.
+		if k.Status == store.StatusActive && k.ActivatesAt.After(now) && !r.Revoke {
+			return fmt.Errorf("signing key %q activates at %s: %w", kid, k.ActivatesAt.Format(time.RFC3339), store.ErrConflict)
+		}
+	}
+	retireAt := now
+	if r.ActivateAt.After(now) {
+		retireAt = ts(r.ActivateAt)
+	}
+	for kid, k := range z.keys {
+		switch {
+		case k.Status == store.StatusActive && k.ActivatesAt.After(now):
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRevoked, now, now
+		case kid == signing.KID && r.Revoke:
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRevoked, now, now
+		case k.Status == store.StatusActive:
+			k.Status, k.RetiredAt, k.NotAfter = store.StatusRetired, retireAt, ts(r.RetireUntil)
+		default:
+			continue
+		}
+		z.keys[kid] = k
+	}
+	k := newActiveKey(zoneID, next)
+	if retireAt.After(now) {
+		k.ActivatesAt = retireAt
+	}
+	z.keys[next.KID] = k
+	if r.Outbox != nil {
+		s.appendOutbox(zoneID, r.Outbox.Stream, r.Outbox.Fields, now)
+	}
 	return nil
 }
 
@@ -362,6 +393,7 @@ func newActiveKey(zoneID string, k store.SigningKey) store.SigningKey {
 	k.ZoneID = zoneID
 	k.Status = store.StatusActive
 	k.CreatedAt = orNow(k.CreatedAt)
+	k.ActivatesAt = time.Time{}
 	k.RetiredAt = time.Time{}
 	k.NotAfter = time.Time{}
 	return k
@@ -507,7 +539,7 @@ func (s *Store) RevokeSession(_ context.Context, zoneID, sid, reason string, now
 	sess.RevokedAt = now
 	sess.RevokeReason = reason
 	z.sessions[sid] = sess
-	s.appendOutbox(zoneID, store.StreamSessionsRevoke, store.SessionRevokeFields(zoneID, sess.ID, reason, now, sess.ExpiresAt), now)
+	s.appendOutbox(zoneID, revocation.StreamSessionsRevoke, revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: reason, RevokedAt: now, ExpiresAt: sess.ExpiresAt}.Fields(), now)
 
 	var roots []string
 	for id, e := range z.edges {
@@ -555,8 +587,8 @@ func (s *Store) revokeEdges(z *zoneState, roots []string, reason string, now tim
 		e.Status = store.StatusRevoked
 		e.RevokedAt = now
 		z.edges[e.ID] = e
-		s.appendOutbox(z.zone.ID, store.StreamSessionsRevoke, store.EdgeRevokeFields(z.zone.ID, e.ID, reason, now, e.ExpiresAt), now)
-		s.appendOutbox(z.zone.ID, store.StreamDelegationInvalidate, store.InvalidateFields(z.zone.ID, z.zone.Epoch, e.ID, "revoke"), now)
+		s.appendOutbox(z.zone.ID, revocation.StreamSessionsRevoke, revocation.Event{ZoneID: z.zone.ID, DelegationEdgeID: e.ID, Reason: reason, RevokedAt: now, ExpiresAt: e.ExpiresAt}.Fields(), now)
+		s.appendOutbox(z.zone.ID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: z.zone.ID, Epoch: z.zone.Epoch, EdgeID: e.ID, Event: revocation.EpochRevoke}.Fields(), now)
 		out[i] = cloneEdge(e)
 	}
 	return out
@@ -608,7 +640,7 @@ func (s *Store) CreateEdge(_ context.Context, e store.Edge, check store.EdgeChec
 	z.zone.Epoch++
 	e.Epoch = z.zone.Epoch
 	z.edges[e.ID] = e
-	s.appendOutbox(e.ZoneID, store.StreamDelegationInvalidate, store.InvalidateFields(e.ZoneID, e.Epoch, e.ID, "create"), e.CreatedAt)
+	s.appendOutbox(e.ZoneID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: e.ZoneID, Epoch: e.Epoch, EdgeID: e.ID, Event: revocation.EpochCreate}.Fields(), e.CreatedAt)
 	return cloneEdge(e), nil
 }
 
@@ -699,7 +731,7 @@ func (s *Store) ExpireEdges(_ context.Context, zoneID string, now time.Time) ([]
 	for i, e := range hit {
 		e.Status = store.StatusExpired
 		z.edges[e.ID] = e
-		s.appendOutbox(zoneID, store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, z.zone.Epoch, e.ID, "expire"), now)
+		s.appendOutbox(zoneID, revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: zoneID, Epoch: z.zone.Epoch, EdgeID: e.ID, Event: revocation.EpochExpire}.Fields(), now)
 		out[i] = cloneEdge(e)
 	}
 	return out, z.zone.Epoch, nil
@@ -895,15 +927,6 @@ func (s *Store) ListAudit(_ context.Context, zoneID string, limit int) ([]store.
 		}
 	}
 	return out, nil
-}
-
-// Ping fails once the store is closed.
-func (s *Store) Ping(_ context.Context) error {
-	if err := s.lock(); err != nil {
-		return err
-	}
-	s.mu.Unlock()
-	return nil
 }
 
 // Close makes every later call fail with store.ErrUnavailable.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 const sessionColumns = `zone_id, id, client_id, status, created_at, expires_at, revoked_at, revoke_reason`
@@ -98,7 +99,7 @@ func (s *Store) RevokeSession(ctx context.Context, zoneID, sid, reason string, n
 		if err != nil {
 			return dbErr(err, "edges of session %q in zone %q", sid, zoneID)
 		}
-		out := []outboxRow{{store.StreamSessionsRevoke, store.SessionRevokeFields(zoneID, sid, reason, now, sess.ExpiresAt)}}
+		out := []outboxRow{{revocation.StreamSessionsRevoke, revocation.Event{ZoneID: zoneID, SessionID: sid, Reason: reason, RevokedAt: now, ExpiresAt: sess.ExpiresAt}.Fields()}}
 		edges, epoch, edgeRows, err := revokeEdges(ctx, tx, zoneID, roots, reason, now, epoch)
 		if err != nil {
 			return err
@@ -172,8 +173,8 @@ func revokeEdges(ctx context.Context, tx pgx.Tx, zoneID string, roots []string, 
 	out := make([]outboxRow, 0, 2*len(edges))
 	for _, e := range edges {
 		out = append(out,
-			outboxRow{store.StreamSessionsRevoke, store.EdgeRevokeFields(zoneID, e.ID, reason, now, e.ExpiresAt)},
-			outboxRow{store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, epoch, e.ID, "revoke")})
+			outboxRow{revocation.StreamSessionsRevoke, revocation.Event{ZoneID: zoneID, DelegationEdgeID: e.ID, Reason: reason, RevokedAt: now, ExpiresAt: e.ExpiresAt}.Fields()},
+			outboxRow{revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: zoneID, Epoch: epoch, EdgeID: e.ID, Event: revocation.EpochRevoke}.Fields()})
 	}
 	return edges, epoch, out, nil
 }
@@ -237,7 +238,7 @@ func (s *Store) CreateEdge(ctx context.Context, e store.Edge, check store.EdgeCh
 			return dbErr(err, "creating edge %q in zone %q", e.ID, e.ZoneID)
 		}
 		return insertOutbox(ctx, tx, e.ZoneID, e.CreatedAt, []outboxRow{
-			{store.StreamDelegationInvalidate, store.InvalidateFields(e.ZoneID, e.Epoch, e.ID, "create")},
+			{revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: e.ZoneID, Epoch: e.Epoch, EdgeID: e.ID, Event: revocation.EpochCreate}.Fields()},
 		})
 	})
 	if checkErr != nil {
@@ -340,7 +341,7 @@ func (s *Store) ExpireEdges(ctx context.Context, zoneID string, now time.Time) (
 		sortEdges(edges)
 		out := make([]outboxRow, len(edges))
 		for i, e := range edges {
-			out[i] = outboxRow{store.StreamDelegationInvalidate, store.InvalidateFields(zoneID, epoch, e.ID, "expire")}
+			out[i] = outboxRow{revocation.StreamDelegationInvalidate, revocation.EpochEvent{ZoneID: zoneID, Epoch: epoch, EdgeID: e.ID, Event: revocation.EpochExpire}.Fields()}
 		}
 		return insertOutbox(ctx, tx, zoneID, now, out)
 	})

@@ -98,14 +98,6 @@ func (s *Store) Setup(ctx context.Context, fn func(context.Context) error) error
 	})
 }
 
-// Ping reports whether PostgreSQL answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return dbErr(err, "pinging postgresql")
-	}
-	return nil
-}
-
 // Close closes the pool; later calls fail with store.ErrUnavailable.
 func (s *Store) Close() error {
 	s.pool.Close()

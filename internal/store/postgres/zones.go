@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -154,13 +155,14 @@ func (s *Store) ZoneScopes(ctx context.Context, zoneID string) ([]string, error)
 	return scopes, nil
 }
 
-const signingKeyColumns = `zone_id, id, sealed, public_jwk, status, created_at, retired_at, not_after`
+const signingKeyColumns = `zone_id, id, sealed, public_jwk, status, created_at, activates_at, retired_at, not_after`
 
 func scanSigningKey(r scanner) (store.SigningKey, error) {
 	var k store.SigningKey
-	var retiredAt, notAfter *time.Time
-	err := r.Scan(&k.ZoneID, &k.KID, &k.Sealed, &k.PublicJWK, &k.Status, &k.CreatedAt, &retiredAt, &notAfter)
+	var activatesAt, retiredAt, notAfter *time.Time
+	err := r.Scan(&k.ZoneID, &k.KID, &k.Sealed, &k.PublicJWK, &k.Status, &k.CreatedAt, &activatesAt, &retiredAt, &notAfter)
 	k.CreatedAt = k.CreatedAt.UTC()
+	k.ActivatesAt = fromNull(activatesAt)
 	k.RetiredAt = fromNull(retiredAt)
 	k.NotAfter = fromNull(notAfter)
 	return k, err
@@ -186,27 +188,59 @@ func (s *Store) SigningKeys(ctx context.Context, zoneID string, now time.Time) (
 	return keys, nil
 }
 
-// RotateSigningKey retires the active key and makes next the active key.
-func (s *Store) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, now, retireUntil time.Time) error {
+// RotateSigningKey makes next the active key and retires or revokes the key it replaces.
+func (s *Store) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if next.ZoneID != "" && next.ZoneID != zoneID {
 		return fmt.Errorf("rotating signing key of zone %q: key belongs to zone %q", zoneID, next.ZoneID)
+	}
+	now := ts(r.Now)
+	retireAt := now
+	if r.ActivateAt.After(now) {
+		retireAt = ts(r.ActivateAt)
 	}
 	return s.inTx(ctx, "rotating signing key", func(tx pgx.Tx) error {
 		if _, err := lockZone(ctx, tx, zoneID); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET status = 'retired', retired_at = $2, not_after = $3
-			WHERE zone_id = $1 AND status = 'active'`, zoneID, ts(now), nullTime(retireUntil)); err != nil {
+		var pending *time.Time
+		err := tx.QueryRow(ctx, `SELECT activates_at FROM signing_keys
+			WHERE zone_id = $1 AND status = 'active' AND activates_at > $2`, zoneID, now).Scan(&pending)
+		switch {
+		case err == nil && !r.Revoke:
+			return fmt.Errorf("signing key of zone %q activates at %s: %w", zoneID, pending.UTC().Format(time.RFC3339), store.ErrConflict)
+		case err != nil && !errors.Is(err, pgx.ErrNoRows):
+			return dbErr(err, "reading signing keys of zone %q", zoneID)
+		}
+		if r.Revoke {
+			// The signing key is the active one, or, while a rotation is pending, the
+			// retired one whose retirement lies ahead; the pending key goes too.
+			if _, err := tx.Exec(ctx, `UPDATE signing_keys SET status = 'revoked', retired_at = $2, not_after = $2
+				WHERE zone_id = $1 AND (status = 'active' OR (status = 'retired' AND retired_at > $2))`, zoneID, now); err != nil {
+				return dbErr(err, "revoking signing key of zone %q", zoneID)
+			}
+		} else if _, err := tx.Exec(ctx, `UPDATE signing_keys SET status = 'retired', retired_at = $2, not_after = $3
+			WHERE zone_id = $1 AND status = 'active'`, zoneID, retireAt, nullTime(r.RetireUntil)); err != nil {
 			return dbErr(err, "retiring signing key of zone %q", zoneID)
 		}
-		return insertActiveKey(ctx, tx, zoneID, next)
+		if retireAt.After(now) {
+			next.ActivatesAt = retireAt
+		} else {
+			next.ActivatesAt = time.Time{}
+		}
+		if err := insertActiveKey(ctx, tx, zoneID, next); err != nil {
+			return err
+		}
+		if r.Outbox != nil {
+			return insertOutbox(ctx, tx, zoneID, now, []outboxRow{{stream: r.Outbox.Stream, fields: r.Outbox.Fields}})
+		}
+		return nil
 	})
 }
 
 func insertActiveKey(ctx context.Context, tx pgx.Tx, zoneID string, k store.SigningKey) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (zone_id, id, sealed, public_jwk, status, created_at)
-		VALUES ($1, $2, $3, $4, 'active', $5)`,
-		zoneID, k.KID, nonNil(k.Sealed), nonNil(k.PublicJWK), orNow(k.CreatedAt)); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (zone_id, id, sealed, public_jwk, status, created_at, activates_at)
+		VALUES ($1, $2, $3, $4, 'active', $5, $6)`,
+		zoneID, k.KID, nonNil(k.Sealed), nonNil(k.PublicJWK), orNow(k.CreatedAt), nullTime(k.ActivatesAt)); err != nil {
 		return dbErr(err, "storing signing key %q of zone %q", k.KID, zoneID)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // appendRows appends n policy-invalidation rows to zone, created at at.
@@ -16,7 +17,7 @@ func appendRows(t *testing.T, s store.Store, zone string, n int, at time.Time) [
 	t.Helper()
 	out := make([]store.OutboxEvent, n)
 	for i := range out {
-		e, err := s.AppendOutbox(t.Context(), store.OutboxEvent{ZoneID: zone, Stream: store.StreamPolicyInvalidate,
+		e, err := s.AppendOutbox(t.Context(), store.OutboxEvent{ZoneID: zone, Stream: revocation.StreamPolicyInvalidate,
 			Fields: map[string]string{"zone_id": zone, "n": fmt.Sprint(i)}, CreatedAt: at})
 		must(t, err, "AppendOutbox")
 		out[i] = e
@@ -277,8 +278,8 @@ func testLiveRevocations(t *testing.T, s store.Store) {
 		}
 	})
 	t.Run("fields republish the revocation", func(t *testing.T) {
-		equal(t, want[0].Fields(), store.SessionRevokeFields("a", "s3", "s3 gone", at, base.Add(time.Hour)), "session fields")
-		equal(t, want[2].Fields(), store.EdgeRevokeFields("a", "e2", "", at, e2.ExpiresAt), "edge fields")
+		equal(t, want[0].Fields(), revocation.Event{ZoneID: "a", SessionID: "s3", Reason: "s3 gone", RevokedAt: at, ExpiresAt: base.Add(time.Hour)}.Fields(), "session fields")
+		equal(t, want[2].Fields(), revocation.Event{ZoneID: "a", DelegationEdgeID: "e2", Reason: "", RevokedAt: at, ExpiresAt: e2.ExpiresAt}.Fields(), "edge fields")
 	})
 }
 

@@ -1,9 +1,9 @@
-// Package caddyrev gives every Caracal module of a process one shared revocation pipeline
-// per transport: the revocation set, the delegation epochs, the consumer that feeds them
-// and the publisher. The STS publishes through it (via the outbox relay) and every
-// caracal_mandate handler reads from it; sharing through a caddy.UsagePool keeps one Redis
-// consumer per process across config reloads.
-package caddyrev
+// Package caddyrevocation gives every Caracal module of a process one shared revocation
+// pipeline per transport: the revocation set, the delegation epochs, the consumer that
+// feeds them and the publisher. The STS publishes through it (via the outbox relay) and
+// every caracal_mandate handler reads from it; sharing through a caddy.UsagePool keeps
+// one Redis consumer per process across config reloads.
+package caddyrevocation
 
 import (
 	"context"
@@ -43,10 +43,13 @@ type Config struct {
 
 // Pipeline is one process-wide revocation pipeline.
 type Pipeline struct {
-	Store     *revocation.Store
-	Epochs    *revocation.Epochs
-	Source    revocation.Source
-	Publisher revocation.Publisher
+	Revocations *revocation.RevokedSet
+	Epochs      *revocation.Epochs
+	Source      revocation.Source
+	Publisher   revocation.Publisher
+	// Keys hands the caracal.keys entries (zone key rotations) to the verifiers that
+	// fetch zone keys remotely.
+	Keys *revocation.KeyWatchers
 	// Key is the stream key (nil when entries are unsigned).
 	Key []byte
 	// Transport is "local" or "redis".
@@ -120,14 +123,14 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 	poolKey := hex.EncodeToString(digest[:])
 
 	val, _, err := pool.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
-		p := &Pipeline{Store: revocation.NewStore(nil), Epochs: new(revocation.Epochs), Key: key}
+		p := &Pipeline{Revocations: revocation.NewRevokedSet(nil), Epochs: new(revocation.Epochs), Key: key, Keys: revocation.NewKeyWatchers(nil)}
 		if transport == "local" {
 			if cfg.StreamPrefix != "" {
 				return nil, errors.New("revocation: stream_prefix applies to Redis only")
 			}
 			p.Transport = "local"
 			p.Publisher = local
-			p.Source = local.AttachLogged(p.Store, p.Epochs, key, logger)
+			p.Source = local.AttachWithKeys(p.Revocations, p.Epochs, key, logger, p.Keys)
 			p.started(logger, "")
 			return p, nil
 		}
@@ -139,7 +142,7 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 		p.Transport = "redis"
 		p.prefix = cfg.StreamPrefix
 		p.client = redis.NewClient(opts)
-		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger}
+		ro := revocation.RedisOptions{Client: p.client, Key: key, Retention: retention, StreamPrefix: cfg.StreamPrefix, Logger: logger, Keys: p.Keys}
 		// The publisher gets a client of its own, tuned so that a returning Redis is used
 		// at once (go-redis's dial breaker would otherwise hold failures for a while).
 		pubOpts := *opts
@@ -149,7 +152,7 @@ func Open(_ context.Context, cfg Config, logger *zap.Logger) (*Handle, error) {
 		po.Client = p.pubClient
 		p.Publisher = revocation.NewRedisPublisher(po)
 		// The consumer lives as long as the pipeline, not as long as this config.
-		consumer, err := revocation.NewRedisRevocationConsumer(context.Background(), p.Store, p.Epochs, ro)
+		consumer, err := revocation.NewRedisRevocationConsumer(context.Background(), p.Revocations, p.Epochs, ro)
 		if err != nil {
 			_ = p.client.Close()
 			_ = p.pubClient.Close()

@@ -1,4 +1,4 @@
-package caddyrev
+package caddyrevocation
 
 import (
 	"testing"

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// ExpiryGrace is how long the Store keeps an entry after its ExpiresAt. A verifier
+// ExpiryGrace is how long the RevokedSet keeps an entry after its ExpiresAt. A verifier
 // accepts a mandate until its exp plus a clock leeway (30 s by default), and the
 // revoking and verifying servers' clocks may differ; the grace covers both, so an entry
 // never disappears while a mandate carrying its anchor can still pass. Verifiers must
@@ -20,7 +20,7 @@ type anchorKey struct {
 	zone, id string
 }
 
-// Store is the in-memory revocation set of one process. Lookups are map lookups under a
+// RevokedSet is the in-memory revocation set of one process. Lookups are map lookups under a
 // read lock and never allocate: they run on every request and at every response chunk
 // boundary.
 //
@@ -29,7 +29,7 @@ type anchorKey struct {
 // consumer calls whenever its blocking read comes back empty. An entry that has expired
 // but not yet been swept still reports as revoked, which is harmless: no valid mandate
 // can carry it any more.
-type Store struct {
+type RevokedSet struct {
 	now func() time.Time
 
 	mu       sync.RWMutex
@@ -43,12 +43,12 @@ type watcher struct {
 	keys []anchorKey // cleared on release, so releasing twice is harmless
 }
 
-// NewStore returns an empty Store; now is its clock (time.Now when nil).
-func NewStore(now func() time.Time) *Store {
+// NewRevokedSet returns an empty RevokedSet; now is its clock (time.Now when nil).
+func NewRevokedSet(now func() time.Time) *RevokedSet {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{
+	return &RevokedSet{
 		now:      now,
 		entries:  make(map[anchorKey]int64),
 		watchers: make(map[anchorKey]map[*watcher]struct{}),
@@ -58,11 +58,11 @@ func NewStore(now func() time.Time) *Store {
 // Add records the event's anchors (session and/or delegation edge) as revoked in its
 // zone and fires the watches on them. An event already past ExpiresAt plus ExpiryGrace
 // is ignored, as is an event without a zone; an event without ExpiresAt is kept for
-// the life of the Store, which is the safe reading of a missing bound.
+// the life of the RevokedSet, which is the safe reading of a missing bound.
 //
-// It reports whether the event was new: false when the Store already held each of
+// It reports whether the event was new: false when the RevokedSet already held each of
 // its anchors at least as long (a replay), true otherwise, ignored events included.
-func (s *Store) Add(e Event) bool {
+func (s *RevokedSet) Add(e Event) bool {
 	if e.ZoneID == "" {
 		return true
 	}
@@ -97,7 +97,7 @@ func (s *Store) Add(e Event) bool {
 
 // Revoked reports the first of ids revoked in zoneID. Empty ids are skipped, so callers
 // can pass optional claims (delegation_edge_id) as they are.
-func (s *Store) Revoked(zoneID string, ids ...string) (string, bool) {
+func (s *RevokedSet) Revoked(zoneID string, ids ...string) (string, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, id := range ids {
@@ -121,7 +121,7 @@ var closedChan = func() chan struct{} {
 // Watch returns a channel that is closed as soon as any of ids is revoked in zoneID
 // (at once if one already is), and a function that releases the watch. The caller must
 // call it when it stops watching, revoked or not; it is safe to call more than once.
-func (s *Store) Watch(zoneID string, ids []string) (<-chan struct{}, func()) {
+func (s *RevokedSet) Watch(zoneID string, ids []string) (<-chan struct{}, func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := &watcher{ch: make(chan struct{})}
@@ -151,7 +151,7 @@ func (s *Store) Watch(zoneID string, ids []string) (<-chan struct{}, func()) {
 }
 
 // Sweep drops the entries whose ExpiresAt plus ExpiryGrace has passed.
-func (s *Store) Sweep() {
+func (s *RevokedSet) Sweep() {
 	now := s.now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,13 +159,13 @@ func (s *Store) Sweep() {
 }
 
 // Len returns the number of revoked anchors held, expired ones not yet swept included.
-func (s *Store) Len() int {
+func (s *RevokedSet) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.entries)
 }
 
-func (s *Store) sweepLocked(now int64) {
+func (s *RevokedSet) sweepLocked(now int64) {
 	for len(s.expiry) > 0 && s.expiry[0].at <= now {
 		it := heap.Pop(&s.expiry).(expiryItem)
 		// A later event for the same anchor may have extended its life; the heap
@@ -177,14 +177,14 @@ func (s *Store) sweepLocked(now int64) {
 }
 
 // fireLocked closes and unregisters every watch on k.
-func (s *Store) fireLocked(k anchorKey) {
+func (s *RevokedSet) fireLocked(k anchorKey) {
 	for w := range s.watchers[k] {
 		close(w.ch)
 		s.unwatchLocked(w)
 	}
 }
 
-func (s *Store) unwatchLocked(w *watcher) {
+func (s *RevokedSet) unwatchLocked(w *watcher) {
 	for _, k := range w.keys {
 		set := s.watchers[k]
 		delete(set, w)

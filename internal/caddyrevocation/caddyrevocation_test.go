@@ -1,4 +1,4 @@
-package caddyrev
+package caddyrevocation
 
 import (
 	"context"
@@ -132,7 +132,7 @@ func TestPipelineRecoversAfterRedisRestarts(t *testing.T) {
 	testenv.WaitFor(t, "the pipeline to be fresh again", fresh)
 	// Reported, not asserted: the recovery time after Redis answers again.
 	t.Logf("fresh again %v after redis-server answered", time.Since(back).Round(time.Millisecond))
-	if _, hit := h.Store.Revoked("z", "during"); !hit {
+	if _, hit := h.Revocations.Revoked("z", "during"); !hit {
 		t.Fatal("fresh without the revocation acknowledged during the outage")
 	}
 }

@@ -23,8 +23,8 @@ func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
-func TestStoreRevoked(t *testing.T) {
-	s := NewStore(newClock(t0).now)
+func TestRevokedSetRevoked(t *testing.T) {
+	s := NewRevokedSet(newClock(t0).now)
 	s.Add(Event{ZoneID: "z1", SessionID: "s1", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 	s.Add(Event{ZoneID: "z1", DelegationEdgeID: "e1", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 
@@ -56,10 +56,10 @@ func TestStoreRevoked(t *testing.T) {
 	}
 }
 
-func TestStoreExpiry(t *testing.T) {
+func TestRevokedSetExpiry(t *testing.T) {
 	t.Run("keeps an entry until ExpiresAt plus the grace, then sweeps it", func(t *testing.T) {
 		c := newClock(t0)
-		s := NewStore(c.now)
+		s := NewRevokedSet(c.now)
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 		c.set(t0.Add(time.Hour + ExpiryGrace - time.Nanosecond))
 		s.Sweep()
@@ -74,7 +74,7 @@ func TestStoreExpiry(t *testing.T) {
 	})
 	t.Run("sweeps expired entries on Add", func(t *testing.T) {
 		c := newClock(t0)
-		s := NewStore(c.now)
+		s := NewRevokedSet(c.now)
 		s.Add(Event{ZoneID: "z", SessionID: "old", RevokedAt: t0, ExpiresAt: t0.Add(time.Minute)})
 		c.advance(time.Hour)
 		s.Add(Event{ZoneID: "z", SessionID: "new", RevokedAt: c.now(), ExpiresAt: c.now().Add(time.Minute)})
@@ -84,7 +84,7 @@ func TestStoreExpiry(t *testing.T) {
 	})
 	t.Run("ignores an event that is already irrelevant", func(t *testing.T) {
 		c := newClock(t0)
-		s := NewStore(c.now)
+		s := NewRevokedSet(c.now)
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0.Add(-2 * time.Hour), ExpiresAt: t0.Add(-time.Hour)})
 		if s.Len() != 0 {
 			t.Fatal("an expired event was stored")
@@ -92,7 +92,7 @@ func TestStoreExpiry(t *testing.T) {
 	})
 	t.Run("keeps the later expiry when an anchor is revoked again", func(t *testing.T) {
 		c := newClock(t0)
-		s := NewStore(c.now)
+		s := NewRevokedSet(c.now)
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Minute)})
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Minute)})
@@ -109,7 +109,7 @@ func TestStoreExpiry(t *testing.T) {
 	})
 	t.Run("keeps an event without ExpiresAt", func(t *testing.T) {
 		c := newClock(t0)
-		s := NewStore(c.now)
+		s := NewRevokedSet(c.now)
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0})
 		c.advance(24 * 365 * time.Hour)
 		s.Sweep()
@@ -118,7 +118,7 @@ func TestStoreExpiry(t *testing.T) {
 		}
 	})
 	t.Run("does not grow on replays of the same entry", func(t *testing.T) {
-		s := NewStore(newClock(t0).now)
+		s := NewRevokedSet(newClock(t0).now)
 		e := Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 		for range 100 {
 			s.Add(e)
@@ -129,9 +129,9 @@ func TestStoreExpiry(t *testing.T) {
 	})
 }
 
-func TestStoreWatch(t *testing.T) {
+func TestRevokedSetWatch(t *testing.T) {
 	t.Run("fires at once for an already revoked id", func(t *testing.T) {
-		s := NewStore(newClock(t0).now)
+		s := NewRevokedSet(newClock(t0).now)
 		s.Add(Event{ZoneID: "z", SessionID: "s", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 		ch, cancel := s.Watch("z", []string{"other", "s"})
 		defer cancel()
@@ -142,7 +142,7 @@ func TestStoreWatch(t *testing.T) {
 		}
 	})
 	t.Run("fires when a watched id is revoked later, not for others", func(t *testing.T) {
-		s := NewStore(newClock(t0).now)
+		s := NewRevokedSet(newClock(t0).now)
 		ch, cancel := s.Watch("z", []string{"s", "e"})
 		defer cancel()
 		s.Add(Event{ZoneID: "z", SessionID: "unrelated", RevokedAt: t0, ExpiresAt: t0.Add(time.Hour)})
@@ -165,7 +165,7 @@ func TestStoreWatch(t *testing.T) {
 		}
 	})
 	t.Run("wakes a goroutine blocked on the channel", func(t *testing.T) {
-		s := NewStore(nil)
+		s := NewRevokedSet(nil)
 		ch, cancel := s.Watch("z", []string{"s"})
 		defer cancel()
 		done := make(chan struct{})
@@ -177,7 +177,7 @@ func TestStoreWatch(t *testing.T) {
 		waitClosed(t, "the watcher goroutine to wake", done)
 	})
 	t.Run("releases a cancelled watch", func(t *testing.T) {
-		s := NewStore(newClock(t0).now)
+		s := NewRevokedSet(newClock(t0).now)
 		ch, cancel := s.Watch("z", []string{"a", "b"})
 		cancel()
 		cancel()
@@ -193,8 +193,8 @@ func TestStoreWatch(t *testing.T) {
 	})
 }
 
-func TestStoreIsSafeForConcurrentUse(t *testing.T) {
-	s := NewStore(nil)
+func TestRevokedSetIsSafeForConcurrentUse(t *testing.T) {
+	s := NewRevokedSet(nil)
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -218,7 +218,7 @@ func TestStoreIsSafeForConcurrentUse(t *testing.T) {
 }
 
 func TestRevokedDoesNotAllocate(t *testing.T) {
-	s := NewStore(nil)
+	s := NewRevokedSet(nil)
 	for i := range 1000 {
 		s.Add(sessionEvent("z", fmt.Sprintf("s%d", i)))
 	}
