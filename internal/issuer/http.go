@@ -7,8 +7,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/httpjson"
 	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
 )
 
 // routes builds the router of the STS endpoints: a wrong method on one of them is 405
@@ -51,7 +53,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.S
 // is not a zone id.
 func zoneParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	zoneID := r.PathValue("zone")
-	if !ZoneIDPattern.MatchString(zoneID) {
+	if !mandate.ValidZoneID(zoneID) {
 		writeError(w, "", newError(http.StatusNotFound, CodeNotFound, "unknown zone"))
 		return "", false
 	}
@@ -108,7 +110,7 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	iss := s.Issuer(zoneID)
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(jwksMaxAge))
-	writeJSON(w, http.StatusOK, metadata{
+	httpjson.Write(w, http.StatusOK, metadata{
 		Issuer:                iss,
 		AuthorizationEndpoint: iss + "/oauth2/authorize",
 		TokenEndpoint:         iss + "/oauth2/token",
