@@ -9,8 +9,10 @@ BUILD_FLAGS = $(shell $(MANIFEST) build-flags)
 # Caracal's version (xcaddy.json) and git commit, shown by `caracal version`.
 LDFLAGS = $(shell $(MANIFEST) ldflags)
 XCADDY_VERSION = v0.4.5
+# The Node client libraries that e2e's interop tests drive.
+NODE_CLIENTS = e2e/testdata/node
 
-.PHONY: build xcaddy run run-postgres demo-ports test bench fuzz services check-modules fmt-check
+.PHONY: build xcaddy run run-postgres demo-ports test bench fuzz services check-modules fmt-check node-clients
 
 ## build: go build of cmd/caracal with the manifest's flags (works offline from a warm module cache)
 build:
@@ -47,8 +49,12 @@ fmt-check:
 check-modules: build
 	./scripts/check-modules.sh $(OUTPUT)
 
+## node-clients: install the interop suite's pinned npm packages (package-lock.json)
+node-clients:
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund
+
 ## test: gofmt, go vet, module list of the build, the whole suite with the race detector
-test: services fmt-check check-modules
+test: services fmt-check check-modules node-clients
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 45m ./...
 
