@@ -60,15 +60,26 @@ func zoneParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return zoneID, true
 }
 
-// serveJWKS publishes the zone's active key and the retired keys still needed.
-func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
+// pathZone loads the zone of the {zone} path segment; it answers the failure (404 for a
+// zone id that is not one or an unknown zone, 503 when the zone cannot be loaded) and
+// returns false when there is none.
+func (s *Service) pathZone(w http.ResponseWriter, r *http.Request) (string, *zoneState, bool) {
 	zoneID, ok := zoneParam(w, r)
 	if !ok {
-		return
+		return "", nil, false
 	}
 	z, err := s.zone(r.Context(), zoneID)
 	if err != nil {
 		s.zoneError(w, zoneID, err)
+		return "", nil, false
+	}
+	return zoneID, z, true
+}
+
+// serveJWKS publishes the zone's active key and the retired keys still needed.
+func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	_, z, ok := s.pathZone(w, r)
+	if !ok {
 		return
 	}
 	z.mu.RLock()
@@ -95,13 +106,8 @@ type metadata struct {
 }
 
 func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	zoneID, ok := zoneParam(w, r)
+	zoneID, z, ok := s.pathZone(w, r)
 	if !ok {
-		return
-	}
-	z, err := s.zone(r.Context(), zoneID)
-	if err != nil {
-		s.zoneError(w, zoneID, err)
 		return
 	}
 	z.mu.RLock()
@@ -134,12 +140,7 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 // is a registered one; no application registers redirect URIs, so the error is answered
 // to the caller directly and nothing is ever redirected.
 func (s *Service) serveAuthorize(w http.ResponseWriter, r *http.Request) {
-	zoneID, ok := zoneParam(w, r)
-	if !ok {
-		return
-	}
-	if _, err := s.zone(r.Context(), zoneID); err != nil {
-		s.zoneError(w, zoneID, err)
+	if _, _, ok := s.pathZone(w, r); !ok {
 		return
 	}
 	writeError(w, "", newError(http.StatusBadRequest, CodeUnsupportedResponseType,
