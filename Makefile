@@ -9,8 +9,10 @@ BUILD_FLAGS = $(shell $(MANIFEST) build-flags)
 # Caracal's version (xcaddy.json) and git commit, shown by `caracal version`.
 LDFLAGS = $(shell $(MANIFEST) ldflags)
 XCADDY_VERSION = v0.4.5
+# The Node client libraries that e2e's interop tests drive.
+NODE_CLIENTS = e2e/testdata/node
 
-.PHONY: build xcaddy run run-postgres demo-ports test bench fuzz services check-modules fmt-check
+.PHONY: build xcaddy run run-postgres demo-ports test bench loadtest fuzz services check-modules fmt-check node-clients
 
 ## build: go build of cmd/caracal with the manifest's flags (works offline from a warm module cache)
 build:
@@ -47,14 +49,25 @@ fmt-check:
 check-modules: build
 	./scripts/check-modules.sh $(OUTPUT)
 
+## node-clients: install the interop suite's pinned npm packages (package-lock.json)
+node-clients:
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund
+
 ## test: gofmt, go vet, module list of the build, the whole suite with the race detector
-test: services fmt-check check-modules
+test: services fmt-check check-modules node-clients
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 45m ./...
 
-## bench: the benchmark suite (figures in the README come from here)
-bench: services
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+## bench: the load report, then the benchmark suite (figures in the README come from here)
+bench: loadtest
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkLoadReport$$' -benchmem -count 1 -timeout 30m ./...
+
+## loadtest: the real binary under load in one interleaved run (plain reverse_proxy vs
+## caracal_mandate, token exchanges on memory and PostgreSQL, a 1 GiB stream); prints
+## markdown tables and writes them to $(LOADTEST_REPORT)
+LOADTEST_REPORT ?= loadtest-report.md
+loadtest: services
+	LOADTEST_REPORT=$(abspath $(LOADTEST_REPORT)) $(GO) test ./e2e -run '^$$' -bench '^BenchmarkLoadReport$$' -benchtime 1x -count 1 -timeout 30m
 
 ## fuzz: a short smoke run of every fuzz target
 fuzz:

@@ -294,11 +294,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// reads as that) survives, in the header or the trailer.
 	stripIdentity(r)
 	// Canonical keys, assigned directly: Header.Set would canonicalise them per request.
-	r.Header["X-Caracal-Sub"] = []string{claims.Subject}
-	r.Header["X-Caracal-Client-Id"] = []string{claims.ClientID}
-	r.Header["X-Caracal-Zone"] = []string{claims.ZoneID}
-	r.Header["X-Caracal-Scope"] = []string{claims.Scope}
-	r.Header["X-Caracal-Sid"] = []string{claims.SID}
+	// The five values share one backing array, each capped to its own element.
+	ids := [...]string{claims.Subject, claims.ClientID, claims.ZoneID, claims.Scope, claims.SID}
+	vals := ids[:]
+	r.Header["X-Caracal-Sub"] = vals[0:1:1]
+	r.Header["X-Caracal-Client-Id"] = vals[1:2:2]
+	r.Header["X-Caracal-Zone"] = vals[2:3:3]
+	r.Header["X-Caracal-Scope"] = vals[3:4:4]
+	r.Header["X-Caracal-Sid"] = vals[4:5:5]
 	if !h.forward {
 		r.Header.Del("Authorization")
 	} else if h.exchanger != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,7 +88,16 @@ func TestValidateAndAdaptWriteNothing(t *testing.T) {
 	}
 
 	// The same configuration run: migrations and the declared zone are written at start.
-	start(t, caddyfile)
+	in := start(t, caddyfile)
+	// Caddy starts its apps in any order, so the site can answer before the STS app has
+	// written the declared zone; a request for the zone waits until it has.
+	req, err := http.NewRequest(http.MethodGet, in.url("/zones/demo/jwks.json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := in.do(t, req); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the demo zone's JWKS: %d %s", resp.StatusCode, body)
+	}
 	tables := userTables(t, dsn)
 	if tables[`"public"."zones"`] != 1 || tables[`"public"."applications"`] != 2 || tables[`"public"."signing_keys"`] != 1 {
 		t.Fatalf("after caracal run: %v, want the demo zone, its two applications and its key", tables)

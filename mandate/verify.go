@@ -2,6 +2,9 @@ package mandate
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"time"
@@ -55,7 +58,7 @@ func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Clai
 	if len(token) > MaxTokenSize {
 		return nil, ErrTooLarge
 	}
-	header, err := splitCompact(token)
+	header, payload, sig, err := splitCompact(token)
 	if err != nil {
 		return nil, err
 	}
@@ -74,12 +77,9 @@ func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Clai
 		return nil, e
 	}
 
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		return nil, fail(ErrMalformed, "token is not a valid jws")
-	}
-	payload, err := jws.Verify(pub)
-	if err != nil {
+	// The header's alg is ES256 (checkHeader), so the signing input is the token up to its
+	// second dot and the signature its 64-byte R || S (RFC 7518 section 3.4).
+	if !verifyES256(pub, token[:strings.LastIndexByte(token, '.')], sig) {
 		return nil, ErrSignature
 	}
 	// go-jose's JSON decoder matches member names case-sensitively and rejects duplicate members and
@@ -107,10 +107,10 @@ func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Clai
 	return &c, nil
 }
 
-// splitCompact checks the compact form and returns the decoded header. Only the base64url alphabet
-// and two dots are allowed: the standard decoder skips CR and LF, and accepting them would give one
-// signature many token strings.
-func splitCompact(token string) ([]byte, error) {
+// splitCompact checks the compact form and returns the decoded header, payload and signature. Only
+// the base64url alphabet and two dots are allowed: the standard decoder skips CR and LF, and
+// accepting them would give one signature many token strings.
+func splitCompact(token string) (header, payload, sig []byte, err error) {
 	dots := 0
 	for i := 0; i < len(token); i++ {
 		switch c := token[i]; {
@@ -118,11 +118,11 @@ func splitCompact(token string) ([]byte, error) {
 			dots++
 		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
 		default:
-			return nil, fail(ErrMalformed, "token has characters outside base64url")
+			return nil, nil, nil, fail(ErrMalformed, "token has characters outside base64url")
 		}
 	}
 	if dots != 2 {
-		return nil, fail(ErrMalformed, "token is not three dot-separated parts")
+		return nil, nil, nil, fail(ErrMalformed, "token is not three dot-separated parts")
 	}
 	// Empty parts are left to the checks that follow, so that an unsigned alg=none token is reported
 	// as the algorithm failure it is.
@@ -130,17 +130,53 @@ func splitCompact(token string) ([]byte, error) {
 	p, s, _ := strings.Cut(rest, ".")
 	// Strict decoding of every part rejects non-zero padding bits, which would otherwise give a
 	// second spelling of the same bytes.
-	if _, err := b64.DecodeString(p); err != nil {
-		return nil, fail(ErrMalformed, "payload is not base64url")
+	if payload, err = b64.DecodeString(p); err != nil {
+		return nil, nil, nil, fail(ErrMalformed, "payload is not base64url")
 	}
-	if _, err := b64.DecodeString(s); err != nil {
-		return nil, fail(ErrMalformed, "signature is not base64url")
+	if sig, err = b64.DecodeString(s); err != nil {
+		return nil, nil, nil, fail(ErrMalformed, "signature is not base64url")
 	}
-	header, err := b64.DecodeString(h)
-	if err != nil {
-		return nil, fail(ErrMalformed, "header is not base64url")
+	if header, err = b64.DecodeString(h); err != nil {
+		return nil, nil, nil, fail(ErrMalformed, "header is not base64url")
 	}
-	return header, nil
+	return header, payload, sig, nil
+}
+
+// verifyES256 checks a JWS ES256 signature (R and S, 32 big-endian bytes each) over the
+// signing input with a P-256 key. The signing input is hashed from a stack copy (tokens are
+// at most MaxTokenSize, checked by the caller), and the signature is rewritten into the
+// ASN.1 form crypto/ecdsa takes in a stack buffer: a cold verification allocates nothing
+// beyond what crypto/ecdsa does.
+func verifyES256(pub *ecdsa.PublicKey, input string, sig []byte) bool {
+	if len(sig) != 64 || pub.Curve != elliptic.P256() {
+		return false
+	}
+	var buf [MaxTokenSize]byte
+	digest := sha256.Sum256(buf[:copy(buf[:], input)])
+	var der [72]byte
+	return ecdsa.VerifyASN1(pub, digest[:], es256DER(der[:0], sig))
+}
+
+// es256DER appends to dst the ASN.1 DER SEQUENCE { INTEGER r, INTEGER s } of a 64-byte
+// R || S signature: each integer minimal, with a zero byte in front when its top bit is set.
+func es256DER(dst, sig []byte) []byte {
+	dst = append(dst, 0x30, 0)
+	dst = derInteger(dst, sig[:32])
+	dst = derInteger(dst, sig[32:])
+	dst[1] = byte(len(dst) - 2)
+	return dst
+}
+
+func derInteger(dst, n []byte) []byte {
+	for len(n) > 1 && n[0] == 0 {
+		n = n[1:]
+	}
+	if n[0]&0x80 != 0 {
+		dst = append(dst, 0x02, byte(len(n)+1), 0)
+	} else {
+		dst = append(dst, 0x02, byte(len(n)))
+	}
+	return append(dst, n...)
 }
 
 // checkHeader applies the header checks in contract order and returns the kid.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts the PostgreSQL and Redis servers that Caracal's integration tests use, on
-# 127.0.0.1:5432 (user postgres, no password) and 127.0.0.1:6379. When both already
-# answer it does nothing. Otherwise it installs the missing Debian packages, lets local
-# TCP connections in as postgres without a password (trust: this is for test machines
-# only), starts what is down and waits until both answer.
+# 127.0.0.1:5432 (user postgres, no password) and 127.0.0.1:6379, and installs the
+# tools the e2e tests run (curl, jq, node, npm). What is missing comes from Debian
+# packages; PostgreSQL lets local TCP connections in as postgres without a password
+# (trust: this is for test machines only); what is down is started, and the script
+# waits until both servers answer. When everything is there it does nothing.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -64,13 +65,21 @@ if ! command -v redis-server >/dev/null; then
 	apt_install redis-server
 fi
 
-# The README's walkthrough, and the e2e test that runs it, need curl and jq.
-missing_tools=()
-for tool in curl jq; do
-	command -v "$tool" >/dev/null || missing_tools+=("$tool")
+# The README's walkthrough, and the e2e test that runs it, need curl and jq; the e2e
+# interop tests run Node client libraries (node, and npm to install them).
+declare -A tool_package=([curl]=curl [jq]=jq [node]=nodejs [npm]=npm)
+missing_packages=()
+for tool in curl jq node npm; do
+	command -v "$tool" >/dev/null || missing_packages+=("${tool_package[$tool]}")
 done
-if ((${#missing_tools[@]} > 0)); then
-	apt_install "${missing_tools[@]}"
+if ((${#missing_packages[@]} > 0)); then
+	apt_install "${missing_packages[@]}"
+fi
+# The pinned client libraries need Node.js 20 or newer; Debian 12's nodejs is 18.
+NODE_MIN_MAJOR=20
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < NODE_MIN_MAJOR)); then
+	die "node $(node --version) is older than $NODE_MIN_MAJOR, which the e2e interop tests need: install Node.js $NODE_MIN_MAJOR or newer (Debian 13's nodejs, or NodeSource's packages)"
 fi
 
 if pg_up && redis_answers; then

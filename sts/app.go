@@ -23,6 +23,7 @@ import (
 	"github.com/caracalgw/caracal/internal/issuer"
 	"github.com/caracalgw/caracal/internal/keys"
 	"github.com/caracalgw/caracal/internal/policy"
+	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/policies"
 )
 
@@ -237,8 +238,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 // resource, a policy bundle that does not compile.
 func (a *App) checkZones(ctx context.Context) error {
 	for _, z := range a.specs {
-		if !issuer.ZoneIDPattern.MatchString(z.ID) {
-			return fmt.Errorf("zone id %q does not match %s", z.ID, issuer.ZoneIDPattern)
+		if !mandate.ValidZoneID(z.ID) {
+			return fmt.Errorf("zone id %q does not match %s", z.ID, mandate.ZoneIDSyntax)
 		}
 		for _, app := range z.Applications {
 			if app.ClientID == "" || app.Secret == "" {

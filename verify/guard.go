@@ -138,7 +138,8 @@ func (g *Guard) Wrap(w http.ResponseWriter, r *http.Request, c *mandate.Claims) 
 }
 
 // GuardedWriter is the response writer of one guarded response. It re-checks the mandate
-// at every CheckBytes boundary of the body, in Write and ReadFrom alike, and can be
+// at every CheckBytes boundary of the body, in Write and ReadFrom alike (ReadFrom keeps
+// the inner writer's, in pieces that end at boundaries), and can be
 // aborted from another goroutine (the stream watch or the expiry timer), which also
 // cancels the request context and closes a hijacked connection. It never buffers, never
 // panics in Write or FlushError, and has Unwrap for http.ResponseController.
@@ -165,7 +166,7 @@ type GuardedWriter struct {
 	conn net.Conn // the hijacked connection, if any
 }
 
-// writerOnly hides ReadFrom so io.CopyBuffer in ReadFrom goes through Write.
+// writerOnly hides ReadFrom so io.CopyBuffer in ReadFrom's fallback goes through Write.
 type writerOnly struct{ g *GuardedWriter }
 
 func (w *writerOnly) Write(p []byte) (int, error) { return w.g.Write(p) }
@@ -282,12 +283,43 @@ func (g *GuardedWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadFrom copies through Write so that the boundary checks apply; the inner writer's
-// ReadFrom (sendfile, for one) would bypass them.
+// ReadFrom keeps the inner writer's ReadFrom (sendfile or splice, where the response and
+// the source allow) without skipping a check: it hands it the body in pieces that end at
+// the next CheckBytes boundary (io.LimitReader), and re-checks the mandate at each
+// boundary before the piece that starts there. A piece is passed on only up to a
+// boundary, so a revocation found at one stops the body there. Without an inner
+// ReadFrom the copy goes through Write.
 func (g *GuardedWriter) ReadFrom(r io.Reader) (int64, error) {
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	return io.CopyBuffer(&g.self, r, *buf)
+	rf, ok := g.w.(io.ReaderFrom)
+	if !ok {
+		buf := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(buf)
+		return io.CopyBuffer(&g.self, r, *buf)
+	}
+	if !g.header {
+		g.WriteHeader(http.StatusOK)
+	}
+	limited := &io.LimitedReader{R: r}
+	var total int64
+	for {
+		if g.aborted.Load() {
+			return total, ErrResponseRevoked
+		}
+		if g.written >= g.next {
+			if g.stop() {
+				return total, ErrResponseRevoked
+			}
+			g.next = (g.written/g.every + 1) * g.every
+		}
+		limited.N = g.next - g.written
+		n, err := rf.ReadFrom(limited)
+		g.written += n
+		total += n
+		if err != nil || n == 0 {
+			// n == 0 with room left: the source is exhausted.
+			return total, err
+		}
+	}
 }
 
 // FlushError flushes through the controller; a flushed response is a stream.

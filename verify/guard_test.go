@@ -126,6 +126,19 @@ type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
+// boundariesUpTo lists the check points of a body of total bytes passed on through
+// ReadFrom in pieces that end at boundaries: every boundary before the end, and the end
+// itself when it is one (the guard checks there before it finds the source exhausted).
+func boundariesUpTo(total, every int) []int {
+	var at []int
+	for off := 0; off <= total; off += every {
+		if off < total || total%every == 0 {
+			at = append(at, off)
+		}
+	}
+	return at
+}
+
 func TestGuardReadFromChecksAtEveryBoundary(t *testing.T) {
 	readers := map[string]func([]byte) io.Reader{
 		"a plain reader":            func(b []byte) io.Reader { return onlyReader{bytes.NewReader(b)} },
@@ -143,11 +156,20 @@ func TestGuardReadFromChecksAtEveryBoundary(t *testing.T) {
 				if err != nil || n != int64(total) {
 					t.Fatalf("io.Copy = %d, %v", n, err)
 				}
-				if rec.readFrom != 0 {
-					t.Fatal("the guard handed the copy to the inner ReadFrom, bypassing its checks")
-				}
 				checksAt, _, _ := p.state()
-				if want := wantChecksAt(rec.writes, testEvery); len(want) == 0 || !slices.Equal(checksAt, want) {
+				want := wantChecksAt(rec.writes, testEvery)
+				if name != "a reader with WriteTo" {
+					// io.Copy called ReadFrom: the inner writer's, one piece per interval.
+					if want = boundariesUpTo(total, testEvery); rec.readFrom != (total+testEvery-1)/testEvery {
+						t.Fatalf("the inner ReadFrom got %d pieces (%v), want one per interval", rec.readFrom, rec.writes)
+					}
+					for i, w := range rec.writes[:len(rec.writes)-1] {
+						if w != testEvery {
+							t.Fatalf("piece %d is %d bytes: pieces must end at boundaries", i, w)
+						}
+					}
+				}
+				if len(want) == 0 || !slices.Equal(checksAt, want) {
 					t.Fatalf("checked at %v, want %v", checksAt, want)
 				}
 				assertWhole(t, rec, body)
@@ -157,7 +179,8 @@ func TestGuardReadFromChecksAtEveryBoundary(t *testing.T) {
 }
 
 // TestGuardReadFromAFileStillChecks uses the reader for which net/http's own ReadFrom
-// would switch to sendfile and never come back to Write.
+// switches to sendfile: the guard keeps it, in pieces that end at boundaries, checking
+// at each.
 func TestGuardReadFromAFileStillChecks(t *testing.T) {
 	total := 10*testEvery + 1
 	path := filepath.Join(t.TempDir(), "body")
@@ -175,10 +198,45 @@ func TestGuardReadFromAFileStillChecks(t *testing.T) {
 		t.Fatalf("ReadFrom = %d, %v", n, err)
 	}
 	checksAt, _, _ := p.state()
-	if want := wantChecksAt(rec.writes, testEvery); rec.readFrom != 0 || len(want) == 0 || !slices.Equal(checksAt, want) {
-		t.Fatalf("checked at %v (inner ReadFrom calls %d), want %v", checksAt, rec.readFrom, want)
+	if want := boundariesUpTo(total, testEvery); rec.readFrom != 11 || !slices.Equal(checksAt, want) {
+		t.Fatalf("checked at %v (inner ReadFrom calls %d), want %v over 11 calls", checksAt, rec.readFrom, want)
 	}
 	assertWhole(t, rec, payload(total))
+}
+
+// TestGuardReadFromRevokedMidwayStopsAtTheBoundary: a revocation that arrives while the
+// inner ReadFrom sends a piece is found at the boundary the piece ends at, and nothing
+// past it is sent.
+func TestGuardReadFromRevokedMidwayStopsAtTheBoundary(t *testing.T) {
+	var revoked atomic.Bool
+	rec := newRecorder(true)
+	p := newProbe(rec, testEvery, revoked.Load)
+	src := &revokingReader{r: onlyReader{bytes.NewReader(payload(10 * testEvery))}, after: 3*testEvery + 100, revoke: func() { revoked.Store(true) }}
+	n, err := p.g.ReadFrom(src)
+	if !errors.Is(err, ErrResponseRevoked) || n != 4*testEvery || rec.n != 4*testEvery {
+		t.Fatalf("ReadFrom = %d, %v with %d bytes sent; want the body cut at %d", n, err, rec.n, 4*testEvery)
+	}
+	checksAt, _, cancelled := p.state()
+	if !slices.Equal(checksAt, boundariesUpTo(4*testEvery, testEvery)) || !cancelled {
+		t.Fatalf("checked at %v, request context cancelled %v", checksAt, cancelled)
+	}
+}
+
+// revokingReader calls revoke once after bytes have been read from it.
+type revokingReader struct {
+	r      io.Reader
+	after  int
+	read   int
+	revoke func()
+}
+
+func (r *revokingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if r.read < r.after && r.read+n >= r.after {
+		r.revoke()
+	}
+	r.read += n
+	return n, err
 }
 
 func TestGuardRevocationBetweenBoundariesStopsBeforeTheNext(t *testing.T) {
@@ -202,24 +260,29 @@ func TestGuardRevocationBetweenBoundariesStopsBeforeTheNext(t *testing.T) {
 				t.Fatalf("write short of the boundary = %d, %v", n, err)
 			}
 			revoked.Store(true)
-			// The next write would cross the boundary: it is checked first, and refused
-			// whole.
-			n, err := write(payload(400))
-			if !errors.Is(err, ErrResponseRevoked) || n != 0 {
-				t.Fatalf("write across the boundary = %d, %v; want 0, ErrResponseRevoked", n, err)
+			// The next write would cross the boundary. Write checks it first and refuses
+			// it whole; ReadFrom passes on the 12 bytes short of the boundary (covered by
+			// the check at the previous one) and stops at the boundary.
+			wantN, wantSent, wantChecks := 0, 2*testEvery-12, []int{0, 2*testEvery - 12}
+			if via == "ReadFrom" {
+				wantN, wantSent, wantChecks = 12, 2*testEvery, []int{0, testEvery, 2 * testEvery}
 			}
-			if rec.n != 2*testEvery-12 {
-				t.Fatalf("%d bytes reached the client, want exactly %d", rec.n, 2*testEvery-12)
+			n, err := write(payload(400))
+			if !errors.Is(err, ErrResponseRevoked) || n != wantN {
+				t.Fatalf("write across the boundary = %d, %v; want %d, ErrResponseRevoked", n, err, wantN)
+			}
+			if rec.n != wantSent {
+				t.Fatalf("%d bytes reached the client, want exactly %d", rec.n, wantSent)
 			}
 			checksAt, _, cancelled := p.state()
-			if !slices.Equal(checksAt, []int{0, 2*testEvery - 12}) || !cancelled {
+			if !slices.Equal(checksAt, wantChecks) || !cancelled {
 				t.Fatalf("checked at %v, request context cancelled %v", checksAt, cancelled)
 			}
 			// From now on nothing gets through, and nothing is checked again.
 			if n, err := write(payload(10)); n != 0 || !errors.Is(err, ErrResponseRevoked) {
 				t.Fatalf("write after the abort = %d, %v", n, err)
 			}
-			if checksAfter, _, _ := p.state(); len(checksAfter) != 2 || rec.n != 2*testEvery-12 {
+			if checksAfter, _, _ := p.state(); len(checksAfter) != len(wantChecks) || rec.n != wantSent {
 				t.Fatalf("after the abort: %d checks, %d bytes", len(checksAfter), rec.n)
 			}
 		})
@@ -420,7 +483,7 @@ type recorder struct {
 	n        int   // body bytes received
 	writes   []int // sizes of the writes received, when keep is set
 	body     []byte
-	readFrom int // calls of ReadFrom: the guard must never delegate to it
+	readFrom int // calls of ReadFrom that passed on bytes (recorded in writes too)
 	flushes  int
 	deadline time.Time
 	conn     net.Conn // what Hijack hands out
@@ -450,9 +513,22 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (r *recorder) ReadFrom(io.Reader) (int64, error) {
-	r.readFrom++
-	return 0, nil
+// ReadFrom reads src to its end as one piece, as sendfile would.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var b bytes.Buffer
+	n, err := b.ReadFrom(src)
+	if n > 0 {
+		r.readFrom++
+		r.n += int(n)
+		if r.keep {
+			r.writes = append(r.writes, int(n))
+			r.body = append(r.body, b.Bytes()...)
+		}
+	}
+	return n, err
 }
 
 func (r *recorder) FlushError() error {

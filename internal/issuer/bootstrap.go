@@ -12,6 +12,7 @@ import (
 
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
 )
 
 // ZoneSpec declares a zone and its contents; Bootstrap creates or updates it so a
@@ -90,7 +91,7 @@ func (s *Service) bootstrapZone(ctx context.Context, z ZoneSpec) error {
 		if err := ValidateResource(r.Identifier, r.Scopes); err != nil {
 			return err
 		}
-		if err := s.store.PutResource(ctx, store.Resource{ZoneID: z.ID, ID: randomID(), Identifier: r.Identifier, Scopes: r.Scopes, CreatedAt: now}); err != nil {
+		if err := s.store.PutResource(ctx, store.Resource{ZoneID: z.ID, ID: store.NewID(""), Identifier: r.Identifier, Scopes: r.Scopes, CreatedAt: now}); err != nil {
 			return fmt.Errorf("resource %s: %w", r.Identifier, err)
 		}
 	}
@@ -125,7 +126,7 @@ func ValidateResource(identifier string, scopes []string) error {
 		return fmt.Errorf("resource %s declares no scopes", identifier)
 	}
 	for i, sc := range scopes {
-		if !validScopeToken(sc) {
+		if !mandate.ValidScopeToken(sc) {
 			return fmt.Errorf("resource %s: scope %q is not a valid scope token", identifier, sc)
 		}
 		if slices.Contains(scopes[:i], sc) {
@@ -133,20 +134,6 @@ func ValidateResource(identifier string, scopes []string) error {
 		}
 	}
 	return nil
-}
-
-// validScopeToken: 1*( %x21 / %x23-5B / %x5D-7E ) per RFC 6749 section 3.3.
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 func jsonEqual(a, b json.RawMessage) bool {

@@ -64,7 +64,7 @@ func (s *Service) clientCredentials(ctx context.Context, zoneID string, req cred
 	now := s.now()
 	sess := store.Session{
 		ZoneID:    zoneID,
-		ID:        randomID(),
+		ID:        store.NewID(""),
 		ClientID:  ca.ID,
 		Status:    store.StatusActive,
 		CreatedAt: now.Truncate(time.Second),
@@ -120,7 +120,7 @@ func (s *Service) clientCredentials(ctx context.Context, zoneID string, req cred
 		Expiry:    sess.ExpiresAt.Unix(),
 		IssuedAt:  sess.CreatedAt.Unix(),
 		NotBefore: sess.CreatedAt.Unix(),
-		ID:        randomID(),
+		ID:        store.NewID(""),
 		ZoneID:    zoneID,
 		ClientID:  ca.ID,
 		SID:       sess.ID,

@@ -44,13 +44,13 @@ func (g *graphEnv) sync(t *testing.T) {
 	}
 	for _, row := range pending {
 		switch row.Stream {
-		case store.StreamSessionsRevoke:
+		case revocation.StreamSessionsRevoke:
 			ev, err := revocation.ParseEvent(row.Fields)
 			if err != nil {
 				t.Fatal(err)
 			}
 			g.revocations.Add(ev)
-		case store.StreamDelegationInvalidate:
+		case revocation.StreamDelegationInvalidate:
 			ev, err := revocation.ParseEpochEvent(row.Fields)
 			if err != nil {
 				t.Fatal(err)
@@ -350,7 +350,7 @@ func randomGraphRound(t *testing.T, g *graphEnv, rng *rand.Rand) {
 		t.Fatal(err)
 	}
 	for _, row := range pending {
-		if row.Stream != store.StreamSessionsRevoke {
+		if row.Stream != revocation.StreamSessionsRevoke {
 			continue
 		}
 		ev, err := revocation.ParseEvent(row.Fields)

@@ -1,9 +1,10 @@
 package issuer
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/caracalgw/caracal/internal/httpjson"
 )
 
 // OAuth error codes of RFC 6749 section 5.2, RFC 6749 section 4.1.2.1, RFC 7009,
@@ -67,33 +68,14 @@ func unavailable(description string) *Error {
 	return newError(http.StatusServiceUnavailable, CodeUnavailable, description)
 }
 
-func noStore(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":"server_error"}`)
-	}
-	// A trailing newline, as json.Encoder writes: answers printed by curl end their line.
-	body = append(body, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
-
 func writeError(w http.ResponseWriter, realm string, e *Error) {
-	noStore(w)
+	h := w.Header()
+	httpjson.NoStore(h)
 	if e.basic {
-		w.Header().Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)
+		h.Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)
 	}
 	if e.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	writeJSON(w, e.Status, e)
+	httpjson.Write(w, e.Status, e)
 }

@@ -315,7 +315,7 @@ func (s *Service) mint(z *zoneState, zoneID string, m minted) (*Issued, *Error) 
 		Expiry:    exp.Unix(),
 		IssuedAt:  iat.Unix(),
 		NotBefore: iat.Unix(),
-		ID:        randomID(),
+		ID:        store.NewID(""),
 		ZoneID:    zoneID,
 		ClientID:  m.clientID,
 		SID:       m.sid,

@@ -7,8 +7,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caracalgw/caracal/internal/httpjson"
 	"github.com/caracalgw/caracal/internal/httproute"
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/mandate"
 )
 
 // routes builds the router of the STS endpoints: a wrong method on one of them is 405
@@ -51,22 +53,33 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.S
 // is not a zone id.
 func zoneParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	zoneID := r.PathValue("zone")
-	if !ZoneIDPattern.MatchString(zoneID) {
+	if !mandate.ValidZoneID(zoneID) {
 		writeError(w, "", newError(http.StatusNotFound, CodeNotFound, "unknown zone"))
 		return "", false
 	}
 	return zoneID, true
 }
 
-// serveJWKS publishes the zone's active key and the retired keys still needed.
-func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
+// pathZone loads the zone of the {zone} path segment; it answers the failure (404 for a
+// zone id that is not one or an unknown zone, 503 when the zone cannot be loaded) and
+// returns false when there is none.
+func (s *Service) pathZone(w http.ResponseWriter, r *http.Request) (string, *zoneState, bool) {
 	zoneID, ok := zoneParam(w, r)
 	if !ok {
-		return
+		return "", nil, false
 	}
 	z, err := s.zone(r.Context(), zoneID)
 	if err != nil {
 		s.zoneError(w, zoneID, err)
+		return "", nil, false
+	}
+	return zoneID, z, true
+}
+
+// serveJWKS publishes the zone's active key and the retired keys still needed.
+func (s *Service) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	_, z, ok := s.pathZone(w, r)
+	if !ok {
 		return
 	}
 	z.mu.RLock()
@@ -93,13 +106,8 @@ type metadata struct {
 }
 
 func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	zoneID, ok := zoneParam(w, r)
+	zoneID, z, ok := s.pathZone(w, r)
 	if !ok {
-		return
-	}
-	z, err := s.zone(r.Context(), zoneID)
-	if err != nil {
-		s.zoneError(w, zoneID, err)
 		return
 	}
 	z.mu.RLock()
@@ -108,7 +116,7 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	iss := s.Issuer(zoneID)
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(jwksMaxAge))
-	writeJSON(w, http.StatusOK, metadata{
+	httpjson.Write(w, http.StatusOK, metadata{
 		Issuer:                iss,
 		AuthorizationEndpoint: iss + "/oauth2/authorize",
 		TokenEndpoint:         iss + "/oauth2/token",
@@ -132,12 +140,7 @@ func (s *Service) serveMetadata(w http.ResponseWriter, r *http.Request) {
 // is a registered one; no application registers redirect URIs, so the error is answered
 // to the caller directly and nothing is ever redirected.
 func (s *Service) serveAuthorize(w http.ResponseWriter, r *http.Request) {
-	zoneID, ok := zoneParam(w, r)
-	if !ok {
-		return
-	}
-	if _, err := s.zone(r.Context(), zoneID); err != nil {
-		s.zoneError(w, zoneID, err)
+	if _, _, ok := s.pathZone(w, r); !ok {
 		return
 	}
 	writeError(w, "", newError(http.StatusBadRequest, CodeUnsupportedResponseType,

@@ -13,7 +13,7 @@ import (
 // ZoneOf returns the zone id when issuer is a zone issuer of this STS.
 func (s *Service) ZoneOf(issuer string) (string, bool) {
 	zoneID, ok := strings.CutPrefix(issuer, s.base+"/zones/")
-	if !ok || !ZoneIDPattern.MatchString(zoneID) {
+	if !ok || !mandate.ValidZoneID(zoneID) {
 		return "", false
 	}
 	return zoneID, true

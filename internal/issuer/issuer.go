@@ -6,13 +6,10 @@ package issuer
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +32,6 @@ const (
 	DefaultMaxSessionLifetime = 24 * time.Hour
 	DefaultMandateLifetime    = 5 * time.Minute
 	MaxMandateLifetime        = 15 * time.Minute
-	DefaultLeeway             = 30 * time.Second
 	DefaultRefreshInterval    = 5 * time.Second
 	DefaultFailureLimit       = 5
 	DefaultFailureWindow      = time.Minute
@@ -46,9 +42,6 @@ const (
 	// fetches in flight.
 	DefaultKeyActivationDelay = jwksMaxAge*time.Second + mandate.DefaultRemoteMinRefresh + 30*time.Second
 )
-
-// ZoneIDPattern is the zone id syntax of docs/protocol.md section 1.
-var ZoneIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Token type and grant URNs.
 const (
@@ -72,7 +65,9 @@ type Options struct {
 	SessionLifetime    time.Duration
 	MaxSessionLifetime time.Duration
 	MandateLifetime    time.Duration
-	Leeway             time.Duration
+	// Leeway is the clock skew tolerated on the exp, nbf and iat of subject tokens
+	// (mandate.DefaultLeeway when zero or negative).
+	Leeway time.Duration
 	// KeyActivationDelay is how long a rotation publishes the next key before signing
 	// with it (default DefaultKeyActivationDelay). Shorter than the JWKS max-age plus
 	// the verifiers' refetch interval, verifiers may refuse the first mandates it signs.
@@ -206,7 +201,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("issuer: mandate lifetime %s exceeds the cap %s", opts.MandateLifetime, MaxMandateLifetime)
 	}
 	if opts.Leeway <= 0 {
-		opts.Leeway = DefaultLeeway
+		opts.Leeway = mandate.DefaultLeeway
 	}
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = DefaultRefreshInterval
@@ -479,11 +474,4 @@ func (s *Service) resource(ctx context.Context, z *zoneState, zoneID, identifier
 	}
 	z.mu.Unlock()
 	return r, nil
-}
-
-// randomID returns 16 random bytes, base64url.
-func randomID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }

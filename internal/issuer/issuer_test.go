@@ -583,7 +583,7 @@ func TestRevocationEndpoint(t *testing.T) {
 			}
 			found := false
 			for _, ev := range pending {
-				if ev.Stream == store.StreamSessionsRevoke && ev.Fields["session_id"] == sid && ev.Fields["zone_id"] == "demo" {
+				if ev.Stream == revocation.StreamSessionsRevoke && ev.Fields["session_id"] == sid && ev.Fields["zone_id"] == "demo" {
 					found = true
 				}
 			}

@@ -5,7 +5,9 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caracalgw/caracal/internal/httpjson"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
 )
@@ -56,8 +58,10 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 			writeError(w, realm, newError(http.StatusBadRequest, CodeUnsupportedTokenType, "only session mandates can be revoked here"))
 			return
 		}
-		s.log.Debug("revocation of an invalid token ignored", zap.String("zone", zoneID), zap.Error(err))
-		noStore(w)
+		if c := s.log.Check(zapcore.DebugLevel, "revocation of an invalid token ignored"); c != nil {
+			c.Write(zap.String("zone", zoneID), zap.Error(err))
+		}
+		httpjson.NoStore(w.Header())
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -80,7 +84,7 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	if rev.Session == nil {
 		// The session does not exist (any more): nothing to revoke.
-		noStore(w)
+		httpjson.NoStore(w.Header())
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -93,6 +97,6 @@ func (s *Service) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	published := s.AwaitPublication(ctx, zoneID, "session "+claims.SID)
 	s.log.Info("session revoked by its client", zap.String("zone", zoneID), zap.String("client_id", claims.ClientID), zap.String("sid", claims.SID),
 		zap.Int("revoked_edges", len(rev.Edges)), zap.Bool("published", published))
-	noStore(w)
+	httpjson.NoStore(w.Header())
 	w.WriteHeader(http.StatusOK)
 }

@@ -104,7 +104,7 @@ func (e *env) delegatedPair(gw *verify.Verifier) delegatedPair {
 	p := delegatedPair{agent: e.session("demo", "agent"), reader: e.session("demo", "reader")}
 	p.agentSID, p.readerSID = claimsOf(e.t, p.agent).SID, claimsOf(e.t, p.reader).SID
 	edge, err := e.store.CreateEdge(ctx, store.Edge{
-		ZoneID: "demo", ID: "edg_" + randomID(), SourceSessionID: p.agentSID, TargetSessionID: p.readerSID,
+		ZoneID: "demo", ID: store.NewID("edg_"), SourceSessionID: p.agentSID, TargetSessionID: p.readerSID,
 		Resource: apiResource, Scopes: []string{"read"}, ExpiresAt: e.clock.Now().Add(10 * time.Minute), MaxHops: 1, CreatedAt: e.clock.Now(),
 	}, nil)
 	if err != nil {
@@ -215,7 +215,7 @@ func TestRevokeAnswersWhenTheTransportIsDown(t *testing.T) {
 	}
 	revoked := map[string]bool{}
 	for _, r := range rows {
-		if r.Stream == store.StreamSessionsRevoke {
+		if r.Stream == revocation.StreamSessionsRevoke {
 			revoked[r.Fields["session_id"]+r.Fields["delegation_edge_id"]] = true
 		}
 	}

@@ -6,6 +6,9 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caracalgw/caracal/internal/httpjson"
 )
 
 // tokenResponse is the success body of both grants (RFC 6749 5.1, RFC 8693 2.2.1).
@@ -48,12 +51,14 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 		oerr = newError(http.StatusBadRequest, CodeUnsupportedGrantType, "grant_type must be client_credentials or token-exchange")
 	}
 	if oerr != nil {
-		s.log.Debug("token request refused", zap.String("zone", zoneID), zap.String("error", oerr.Code), zap.String("reason", oerr.Description))
+		if c := s.log.Check(zapcore.DebugLevel, "token request refused"); c != nil {
+			c.Write(zap.String("zone", zoneID), zap.String("error", oerr.Code), zap.String("reason", oerr.Description))
+		}
 		writeError(w, s.Issuer(zoneID), oerr)
 		return
 	}
-	noStore(w)
-	writeJSON(w, http.StatusOK, tokenResponse{
+	httpjson.NoStore(w.Header())
+	httpjson.Write(w, http.StatusOK, tokenResponse{
 		AccessToken:     issued.Token,
 		IssuedTokenType: TokenTypeAccessToken,
 		TokenType:       "Bearer",

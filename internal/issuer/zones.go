@@ -16,8 +16,8 @@ import (
 
 // CreateZone creates a zone together with its first signing key.
 func (s *Service) CreateZone(ctx context.Context, zoneID, name string) error {
-	if !ZoneIDPattern.MatchString(zoneID) {
-		return fmt.Errorf("zone id %q does not match %s", zoneID, ZoneIDPattern)
+	if !mandate.ValidZoneID(zoneID) {
+		return fmt.Errorf("zone id %q does not match %s", zoneID, mandate.ZoneIDSyntax)
 	}
 	now := s.now()
 	key, err := s.newKey(zoneID)

@@ -109,6 +109,9 @@ type flaky struct {
 
 func (f *flaky) Publish(ctx context.Context, stream string, fields map[string]string) error {
 	if revocation.IsHeartbeat(fields) {
+		if f.next == nil {
+			return errors.New("transport down")
+		}
 		return f.next.Publish(ctx, stream, fields)
 	}
 	f.mu.Lock()

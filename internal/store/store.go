@@ -37,13 +37,9 @@ const (
 	StatusRetired = "retired"
 )
 
-// Stream names outbox rows are addressed to. The revocation package owns them with the
-// rest of the wire format; these names refer to its constants.
-const (
-	StreamSessionsRevoke       = revocation.StreamSessionsRevoke
-	StreamDelegationInvalidate = revocation.StreamDelegationInvalidate
-	StreamPolicyInvalidate     = revocation.StreamPolicyInvalidate
-)
+// StreamDelegationInvalidate is revocation.StreamDelegationInvalidate, the stream
+// name owned by the revocation package with the rest of the wire format.
+const StreamDelegationInvalidate = revocation.StreamDelegationInvalidate
 
 // Zone is the tenant boundary.
 type Zone struct {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/caracalgw/caracal/internal/store"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 // rotateAt is a rotation whose next key signs at once, the replaced one retiring until.
@@ -62,7 +63,7 @@ func testKeyRotationModes(t *testing.T, s store.Store) {
 	})
 	t.Run("an emergency rotation revokes the signing key and the pending one at once", func(t *testing.T) {
 		at := now.Add(2 * time.Minute)
-		ev := &store.OutboxEvent{Stream: "caracal.keys", Fields: map[string]string{"zone_id": "a", "kid": "k-a3"}}
+		ev := &store.OutboxEvent{Stream: revocation.StreamKeys, Fields: map[string]string{"zone_id": "a", "kid": "k-a3"}}
 		must(t, s.RotateSigningKey(ctx, "a", key("k-a3"), store.KeyRotation{Now: at, ActivateAt: at, RetireUntil: until, Revoke: true, Outbox: ev}), "emergency RotateSigningKey")
 		keys, err := s.SigningKeys(ctx, "a", at)
 		must(t, err, "SigningKeys")
@@ -73,7 +74,7 @@ func testKeyRotationModes(t *testing.T, s store.Store) {
 		must(t, err, "PendingOutbox")
 		var found bool
 		for _, r := range rows {
-			if r.Stream == "caracal.keys" && r.ZoneID == "a" && r.Fields["kid"] == "k-a3" {
+			if r.Stream == revocation.StreamKeys && r.ZoneID == "a" && r.Fields["kid"] == "k-a3" {
 				found = true
 			}
 		}
