@@ -5,8 +5,9 @@
 // granted and is refused the other. The script asserts nothing: it prints one JSON
 // document of what the SDK observed, and the Go test that runs it decides.
 //
-// Environment: CARACAL_MCP_URL (the MCP endpoint), CARACAL_CLIENT_ID and
-// CARACAL_CLIENT_SECRET; NODE_EXTRA_CA_CERTS trusts the server.
+// Environment: CARACAL_MCP_URL (the MCP endpoint), CARACAL_ISSUER (the zone's issuer,
+// which the SDK checks the metadata's authorization server against), CARACAL_CLIENT_ID
+// and CARACAL_CLIENT_SECRET; NODE_EXTRA_CA_CERTS trusts the server.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
@@ -20,6 +21,7 @@ const env = (name) => {
 const provider = new ClientCredentialsProvider({
   clientId: env('CARACAL_CLIENT_ID'),
   clientSecret: env('CARACAL_CLIENT_SECRET'),
+  expectedIssuer: env('CARACAL_ISSUER'),
 });
 const transport = new StreamableHTTPClientTransport(new URL(env('CARACAL_MCP_URL')), { authProvider: provider });
 const client = new Client({ name: 'caracal-interop', version: '1.0.0' });
