@@ -175,7 +175,7 @@ func TestInteropNodeOAuthFlow(t *testing.T) {
 	if !slices.Contains(m.GrantTypes, "client_credentials") || !slices.Contains(m.GrantTypes, "urn:ietf:params:oauth:grant-type:token-exchange") {
 		t.Errorf("grant_types_supported %q", m.GrantTypes)
 	}
-	if m.ResponseTypes == nil || !slices.Equal(m.Scopes, []string{"read", "write"}) || !slices.Contains(m.RevocationAuthMethods, "none") {
+	if m.ResponseTypes == nil || !slices.Equal(m.Scopes, []string{"read", "tool:delete", "tool:fetch", "tool:search", "write"}) || !slices.Contains(m.RevocationAuthMethods, "none") {
 		t.Errorf("response_types_supported %q, scopes_supported %q, revocation auth methods %q", m.ResponseTypes, m.Scopes, m.RevocationAuthMethods)
 	}
 
