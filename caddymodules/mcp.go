@@ -234,9 +234,9 @@ func (t *toolsFilter) WriteHeader(code int) {
 	ct, _, _ := strings.Cut(t.Header().Get("Content-Type"), ";")
 	switch strings.ToLower(strings.TrimSpace(ct)) {
 	case "text/event-stream":
-		t.filter = mcprules.NewSSEFilter(t.ResponseWriter, t.keep, 0)
+		t.filter = mcprules.NewSSEFilter(flushingWriter{t.ResponseWriter}, t.keep, 0)
 	case "application/json":
-		t.filter = mcprules.NewJSONFilter(t.ResponseWriter, t.keep, 0)
+		t.filter = mcprules.NewJSONFilter(flushingWriter{t.ResponseWriter}, t.keep, 0)
 	}
 	if t.filter != nil {
 		t.Header().Del("Content-Length")
@@ -255,12 +255,18 @@ func (t *toolsFilter) Write(p []byte) (int, error) {
 	return t.filter.Write(p)
 }
 
-// Flush pushes what the filter has forwarded on.
-func (t *toolsFilter) Flush() {
-	if f, ok := t.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
+// FlushError pushes what the filter has forwarded on, through the guard (for which a
+// flushed response is a stream to watch).
+func (t *toolsFilter) FlushError() error {
+	return http.NewResponseController(t.ResponseWriter).Flush()
 }
+
+// flushingWriter gives the guard's writer, which flushes through
+// http.ResponseController, the http.Flusher the mcprules filters flush by.
+type flushingWriter struct{ http.ResponseWriter }
+
+// Flush flushes through the controller; an error shows on the next Write.
+func (f flushingWriter) Flush() { _ = http.NewResponseController(f.ResponseWriter).Flush() }
 
 // close ends the filter: a JSON listing is written now. An error means the client
 // got a partial or no listing.

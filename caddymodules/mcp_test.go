@@ -3,6 +3,8 @@ package caddymodules
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caracalgw/caracal/internal/mcprules"
+	"github.com/caracalgw/caracal/internal/testenv"
 	"github.com/caracalgw/caracal/mandate"
 )
 
@@ -366,5 +369,48 @@ func TestCaddyfileReadsTheMCPBlock(t *testing.T) {
 		if _, err := parse("caracal_mandate {\n" + src + "\n}"); err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("%q: %v, want %q", src, err, msg)
 		}
+	}
+}
+
+// TestMCPFilteredListingIsCutOnRevocation: the tools/list filter writes into the
+// revocation guard, so a revocation still ends a streamed listing that is under way.
+func TestMCPFilteredListingIsCutOnRevocation(t *testing.T) {
+	f := newFixture(t)
+	h := f.newHandler(t, &Handler{MCP: &MCPConfig{Spec: mcprules.Spec{
+		Tools:   []mcprules.Rule{{Match: "search", Scopes: []string{"tool:search"}}},
+		Methods: []mcprules.Rule{{Match: "tools/list", Scopes: []string{"allow"}}},
+	}, FilterTools: true}})
+	ended := make(chan error, 1)
+	srv, client := serve(t, h, func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"delete\"}]}}\n\n")
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			return err
+		}
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+		return nil
+	}, false)
+	tok, c := f.token(t, func(c *mandate.Claims) { c.Scope = "tool:search" })
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"search\"}]}}\n" {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	f.armWatch(t)
+	f.revoke(t, h, c.SID)
+	_, err = testenv.BodyEnd(t, br)
+	testenv.AssertAborted(t, err, false)
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the upstream's request ended with %v, want context.Canceled", err)
 	}
 }
