@@ -318,7 +318,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	var listing bool
-	if h.mcp != nil && r.Method == http.MethodPost {
+	if h.mcp != nil && carriesMessage(r) {
 		m, ok := h.checkMCP(w, r, claims)
 		if !ok {
 			return nil

@@ -112,6 +112,18 @@ func (c *MCPConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// carriesMessage reports whether r must be read as a JSON-RPC message: a POST, and any
+// request with a body, whatever its method, so that a server lenient about methods
+// cannot be handed an unchecked message. A GET (the server's event stream), DELETE
+// (the end of a session), HEAD or OPTIONS without a body is not one.
+func carriesMessage(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+		return r.ContentLength != 0
+	}
+	return true
+}
+
 // mcpOutcome is the outcome label of a refused message's error.
 func mcpOutcome(e *mcprules.Error) string {
 	switch {
@@ -123,7 +135,7 @@ func mcpOutcome(e *mcprules.Error) string {
 	return "invalid"
 }
 
-// checkMCP runs the route's rules on a POST whose mandate claims verified: it reads
+// checkMCP runs the route's rules on a request whose mandate claims verified: it reads
 // and parses the body, decides, and either puts the body back for the next handler
 // and returns the message, or answers the refusal itself and returns ok false.
 func (h *Handler) checkMCP(w http.ResponseWriter, r *http.Request, claims *mandate.Claims) (m mcprules.Message, ok bool) {

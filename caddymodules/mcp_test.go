@@ -155,6 +155,23 @@ func TestMCPAllowedCallReachesTheUpstreamByteForByte(t *testing.T) {
 	if resp, _ := get(t, client, srv.URL+"/mcp", "Bearer "+token); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET: status %d", resp.StatusCode)
 	}
+	// A message under another method is checked all the same.
+	for _, method := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodGet} {
+		req, _ := http.NewRequest(method, srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"delete"}}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s with a refused message: status %d", method, resp.StatusCode)
+		}
+	}
+	if n := len(up.received()); n != 2 {
+		t.Fatalf("the upstream received %d requests, want the call and the GET", n)
+	}
 }
 
 func TestMCPRefusedCallGetsTheStepUpChallenge(t *testing.T) {
