@@ -33,6 +33,12 @@ func TestDemoMCPThroughTheGateway(t *testing.T) {
 		t.Fatalf("metadata: %d %s", resp.StatusCode, body)
 	}
 
+	// The API route points to and serves its own document.
+	get, _ = http.NewRequest(http.MethodGet, in.url("/.well-known/oauth-protected-resource/api"), nil)
+	if resp, body = in.do(t, get); resp.StatusCode != http.StatusOK || json.Unmarshal(body, &md) != nil || md.Resource != in.url("/api") {
+		t.Fatalf("the API's metadata: %d %s", resp.StatusCode, body)
+	}
+
 	post := func(token, msg string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, resource, strings.NewReader(msg))
