@@ -162,7 +162,9 @@ func (h *Handler) checkMCP(w http.ResponseWriter, r *http.Request, claims *manda
 				h.metrics.mcpMessages.WithLabelValues(method, tool, outcome).Inc()
 				e := d.Refusal(m.ID)
 				h.auditMCP(claims, &m, d.Reason(), e.Status)
-				ve := &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: e.Message, Scope: d.Scope()}
+				// The description names the refusing rule (configuration, never the client's
+				// text) and the missing scopes.
+				ve := &verify.Error{Status: http.StatusForbidden, Code: "insufficient_scope", Description: d.Reason(), Scope: d.Scope()}
 				h.metadata.setErrorHeaders(w.Header(), h.verifier.Realm(), ve)
 				writeRPCError(w, e)
 				return m, false

@@ -182,7 +182,7 @@ func TestMCPRefusedCallGetsTheStepUpChallenge(t *testing.T) {
 		t.Fatalf("status %d, body %s", resp.StatusCode, body)
 	}
 	ch := resp.Header.Get("WWW-Authenticate")
-	for _, part := range []string{`Bearer realm="`, `error="insufficient_scope"`, `scope="tool:delete"`, `resource_metadata="` + testMetadataURL + `"`} {
+	for _, part := range []string{`Bearer realm="`, `error="insufficient_scope"`, `error_description="tool delete needs tool:delete"`, `scope="tool:delete"`, `resource_metadata="` + testMetadataURL + `"`} {
 		if !strings.Contains(ch, part) {
 			t.Fatalf("challenge %q lacks %s", ch, part)
 		}
