@@ -234,8 +234,8 @@ func (h *Handler) newToolsFilter(w http.ResponseWriter, granted string) *toolsFi
 	}}
 }
 
-// WriteHeader picks the filter from the response's Content-Type. The filtered body
-// has another length, so Content-Length is dropped.
+// WriteHeader picks the filter from the Content-Type of a 200 response. The filtered
+// body has another length, so Content-Length is dropped.
 func (t *toolsFilter) WriteHeader(code int) {
 	if t.wroteHeader {
 		return
@@ -246,6 +246,10 @@ func (t *toolsFilter) WriteHeader(code int) {
 	}
 	t.wroteHeader = true
 	ct, _, _ := strings.Cut(t.Header().Get("Content-Type"), ";")
+	if code != http.StatusOK {
+		// A listing comes with 200; other answers (errors, 202) carry no tools.
+		ct = ""
+	}
 	switch strings.ToLower(strings.TrimSpace(ct)) {
 	case "text/event-stream":
 		t.filter = mcprules.NewSSEFilter(flushingWriter{t.ResponseWriter}, t.keep, 0)
