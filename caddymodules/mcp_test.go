@@ -431,3 +431,36 @@ func TestMCPFilteredListingIsCutOnRevocation(t *testing.T) {
 		t.Fatalf("the upstream's request ended with %v, want context.Canceled", err)
 	}
 }
+
+// TestToolsFilterPassesAnswersThatAreNoListing: only a 200 is filtered, so an empty
+// 202 or an error status is passed on as it is and does not fail the response.
+func TestToolsFilterPassesAnswersThatAreNoListing(t *testing.T) {
+	h := &Handler{mcp: &mcpRoute{policy: must2(mcprules.Compile(mcprules.Spec{Default: []string{"deny"}}))}, metrics: registerMetrics(nil)}
+	for _, c := range []struct {
+		status int
+		body   string
+	}{{http.StatusAccepted, ""}, {http.StatusBadGateway, "upstream down"}, {http.StatusOK, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x"}]}}`}} {
+		rec := httptest.NewRecorder()
+		tf := h.newToolsFilter(rec, "")
+		tf.Header().Set("Content-Type", "application/json")
+		tf.WriteHeader(c.status)
+		io.WriteString(tf, c.body)
+		if err := tf.close(); err != nil {
+			t.Fatalf("%d: %v", c.status, err)
+		}
+		want := c.body
+		if c.status == http.StatusOK {
+			want = `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`
+		}
+		if rec.Code != c.status || rec.Body.String() != want {
+			t.Errorf("%d: got %d %q, want %q", c.status, rec.Code, rec.Body, want)
+		}
+	}
+}
+
+func must2[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
