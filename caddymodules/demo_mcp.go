@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
+	"time"
 )
 
 // demoMCPVersions are the MCP protocol revisions the demo server answers in; its
@@ -22,6 +24,10 @@ var demoTools = json.RawMessage(`{"tools":[` +
 // serveDemoMCP is a minimal stateless MCP server over Streamable HTTP: each POST holds
 // one JSON-RPC message and is answered with one JSON response (202 for a notification
 // or a response). There is no server-initiated stream, so GET and DELETE get 405.
+// A search with a "steps" argument (at most 600) from a client that accepts
+// text/event-stream is answered as a stream instead: one notifications/message event
+// per step, 100 ms apart, then the result, so that a revocation can cut a tool call
+// under way.
 func serveDemoMCP(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
@@ -63,6 +69,9 @@ func serveDemoMCP(w http.ResponseWriter, r *http.Request) error {
 		var text string
 		switch msg.Params.Name {
 		case "search":
+			if steps, ok := msg.Params.Arguments["steps"].(float64); ok && steps >= 1 && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+				return streamDemoSearch(w, r, msg.ID, min(int(steps), 600))
+			}
 			text = fmt.Sprintf("3 demo documents match %q: doc-1, doc-2, doc-3", fmt.Sprint(msg.Params.Arguments["query"]))
 		case "fetch":
 			text = fmt.Sprintf("document %q: a demo document", fmt.Sprint(msg.Params.Arguments["id"]))
@@ -74,6 +83,36 @@ func serveDemoMCP(w http.ResponseWriter, r *http.Request) error {
 		return writeDemoRPC(w, msg.ID, map[string]any{"content": []any{map[string]any{"type": "text", "text": text}}}, nil)
 	}
 	return writeDemoRPC(w, msg.ID, nil, &demoRPCError{Code: -32601, Message: "method not found"})
+}
+
+// streamDemoSearch answers a search as server-sent events: steps log messages, then
+// the result.
+func streamDemoSearch(w http.ResponseWriter, r *http.Request, id json.RawMessage, steps int) error {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for i := 1; i <= steps; i++ {
+		if _, err := fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"step %d of %d\"}}\n\n", i, steps); err != nil {
+			return err
+		}
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	result, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": map[string]any{"content": []any{map[string]any{"type": "text", "text": fmt.Sprintf("searched in %d steps", steps)}}}})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "data: %s\n\n", result)
+	return err
 }
 
 // demoRPCError is a JSON-RPC error object.

@@ -1,17 +1,23 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caracalgw/caracal/internal/testenv"
 )
 
 // TestDemoMCPThroughTheGateway drives Caddyfile.example's MCP route as an MCP client
 // does: a 401 pointing at the RFC 9728 metadata, the metadata naming the zone, then
 // with demo-agent's mandate (granted tool:search only) a listing showing search alone,
-// search answered, and fetch and delete refused with the step-up challenge.
+// search answered, fetch and delete refused with the step-up challenge, and a
+// streaming search cut by the revocation of the session.
 func TestDemoMCPThroughTheGateway(t *testing.T) {
 	upstream := freePort(t)
 	in := start(t, demoCaddyfile(t, upstream))
@@ -88,4 +94,25 @@ func TestDemoMCPThroughTheGateway(t *testing.T) {
 			t.Fatalf("tools/call %s: %d, challenge %q, %s", tool, resp.StatusCode, ch, body)
 		}
 	}
+
+	// A streaming tool call is cut when the agent revokes its session.
+	client := in.newClient(t, true, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"search","arguments":{"query":"long","steps":600}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+mandate)
+	stream, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	br := bufio.NewReader(stream.Body)
+	if line, err := br.ReadString('\n'); err != nil || stream.StatusCode != http.StatusOK || !strings.Contains(line, "step 1 of 600") {
+		t.Fatalf("streaming call: %d %q %v", stream.StatusCode, line, err)
+	}
+	in.revoke(t, "demo", session)
+	_, err = testenv.BodyEnd(t, br)
+	testenv.AssertAborted(t, err, true)
 }
