@@ -212,9 +212,86 @@ func runREADMEBlocks(t *testing.T, in *instance, upstream int, quickstart, deleg
 // that the README shows.
 func TestREADMEWalkthrough(t *testing.T) {
 	quickstart, delegation := readmeBlocks(t)
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcp, err := walkthroughBlock(string(raw), "mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
 	upstream := freePort(t)
 	in := start(t, demoCaddyfile(t, upstream))
 	runREADMEBlocks(t, in, upstream, quickstart, delegation)
+	t.Run("mcp", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		stdout := runWalkthrough(t, ctx, demoPorts(in.port, upstream).Replace(mcp))
+		checkMCPWalkthrough(t, stdout, in.url("/mcp"))
+	})
+}
+
+// checkMCPWalkthrough expects the outputs the README's MCP block shows, each on a line
+// of its own: the 401 challenge naming the metadata, the RFC 9728 document, the filtered
+// listing, the allowed call's text, the refused call's 403 and its insufficient_scope
+// challenge, and the end of the streaming call cut by the revocation.
+func checkMCPWalkthrough(t *testing.T, stdout, resource string) {
+	t.Helper()
+	u, err := url.Parse(resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metadata := u.Scheme + "://" + u.Host + "/.well-known/oauth-protected-resource" + u.Path
+	streamEnd := regexp.MustCompile(`^stream ended: curl exit (\d+)$`)
+	var got struct{ challenge, document, listing, text, status, refusal, stream bool }
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		lower := strings.ToLower(line)
+		switch {
+		case strings.HasPrefix(lower, "www-authenticate:") && strings.Contains(line, `error="insufficient_scope"`):
+			if !strings.Contains(line, `scope="tool:delete"`) || !strings.Contains(line, `resource_metadata="`+metadata+`"`) {
+				t.Errorf("refused call: challenge %q, want scope tool:delete and resource_metadata %s", line, metadata)
+			}
+			got.refusal = true
+		case strings.HasPrefix(lower, "www-authenticate:"):
+			if !strings.Contains(line, `resource_metadata="`+metadata+`"`) {
+				t.Errorf("401 challenge %q does not name %s", line, metadata)
+			}
+			got.challenge = true
+		case strings.HasPrefix(line, "{"):
+			var doc struct {
+				Resource             string   `json:"resource"`
+				AuthorizationServers []string `json:"authorization_servers"`
+			}
+			if err := json.Unmarshal([]byte(line), &doc); err != nil || doc.Resource != resource ||
+				len(doc.AuthorizationServers) != 1 || !strings.HasSuffix(doc.AuthorizationServers[0], "/zones/demo") {
+				t.Errorf("metadata document %q (%v): want resource %s and the demo zone's issuer", line, err, resource)
+			}
+			got.document = true
+		case line == `["search"]`:
+			got.listing = true
+		case strings.HasPrefix(line, "["):
+			t.Errorf("tools/list shows %s, want only [\"search\"]", line)
+		case strings.HasPrefix(line, `3 demo documents match "caracal"`):
+			got.text = true
+		case strings.HasPrefix(line, "HTTP/"):
+			if !strings.HasSuffix(strings.TrimSpace(line), " 403") {
+				t.Errorf("refused call: status line %q, want 403", line)
+			}
+			got.status = true
+		case streamEnd.MatchString(line):
+			if code := streamEnd.FindStringSubmatch(line)[1]; code != "92" && code != "18" {
+				t.Errorf("streaming call: curl exit %s, want 92 or 18 (cut by the revocation)", code)
+			}
+			got.stream = true
+		default:
+			t.Errorf("unexpected output line %q", line)
+		}
+	}
+	if !got.challenge || !got.document || !got.listing || !got.text || !got.status || !got.refusal || !got.stream {
+		t.Fatalf("missing output %+v in:\n%s", got, stdout)
+	}
 }
 
 // TestREADMEWalkthroughOnPostgresAndRedis follows the README's "Run on PostgreSQL and
