@@ -98,7 +98,7 @@ http://127.0.0.1:%[2]d {
 	if resp.StatusCode != http.StatusUnauthorized || body != "custom 401 [] a bearer mandate is required" {
 		t.Fatalf("handle_errors, no token: %d %q", resp.StatusCode, body)
 	}
-	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="http://api.he.test", resource_metadata="http://api.he.test/.well-known/oauth-protected-resource"` {
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="http://api.he.test", scope="read", resource_metadata="http://api.he.test/.well-known/oauth-protected-resource"` {
 		t.Fatalf("handle_errors, no token: WWW-Authenticate %q", got)
 	}
 	resp, body = get(plain, "")

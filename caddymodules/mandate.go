@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -364,6 +365,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	var ve *verify.Error
 	isRefusal := errors.As(err, &ve)
+	if isRefusal && ve.Status == http.StatusUnauthorized && ve.Code == "" && ve.Scope == "" && len(h.Scopes) > 0 {
+		// A request without a mandate learns the scopes the route needs (RFC 6750
+		// section 3), which is how MCP clients choose what to ask the STS for.
+		withScope := *ve
+		withScope.Scope = strings.Join(h.Scopes, " ")
+		ve = &withScope
+	}
 	if isRefusal {
 		h.metrics.refused.WithLabelValues(refusalLabel(ve)).Inc()
 		if c := h.logger.Check(zapcore.DebugLevel, "mandate refused"); c != nil {

@@ -61,11 +61,11 @@ func TestGatewayOnTheLocalBus(t *testing.T) {
 		session, good := in.agentMandate(t, base)
 		sid := claimsOf(t, good).SID
 
-		t.Run("a missing token is 401 without an error code", func(t *testing.T) {
+		t.Run("RFC 6750 section 3: a missing token is 401 without an error code, with the route's scope", func(t *testing.T) {
 			resp, body := in.call(t, h2, "/api/hello", "")
 			refused(t, resp, body, http.StatusUnauthorized, realm)
-			if ch, want := resp.Header.Get("WWW-Authenticate"), realm+`, resource_metadata="`+base+`/.well-known/oauth-protected-resource/api"`; ch != want {
-				t.Fatalf("WWW-Authenticate %q, want the realm and the resource metadata only: %q", ch, want)
+			if ch, want := resp.Header.Get("WWW-Authenticate"), realm+`, scope="read", resource_metadata="`+base+`/.well-known/oauth-protected-resource/api"`; ch != want {
+				t.Fatalf("WWW-Authenticate %q, want the realm, the route's scopes and the resource metadata only: %q", ch, want)
 			}
 		})
 		t.Run("a token that is no mandate is invalid_token", func(t *testing.T) {
