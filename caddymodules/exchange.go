@@ -107,6 +107,11 @@ func (x *exchanger) resourceMandate(ctx context.Context, session string, v *veri
 		// Requests with the same session mandate that miss together share one exchange;
 		// it runs on its own deadline, so that one client leaving does not fail the others.
 		res, err, _ := x.flight.Do(string(key[:]), func() (any, error) {
+			// A caller that missed the cache just before an earlier flight stored its
+			// result starts a flight of its own; it finds that result here.
+			if e, ok := x.cache.Get(key); ok && time.Until(e.exp) >= x.renew {
+				return e, nil
+			}
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exchangeTimeout)
 			defer cancel()
 			tok, exp, err := x.exchange(ctx, session)
