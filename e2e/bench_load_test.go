@@ -38,10 +38,20 @@ const (
 	loadStreamBytes = 1 << 30
 	loadStreamRound = 3 // rounds of each side of the stream row
 	loadBodyBytes   = 4 << 10
+	loadMCPC32      = 2500 // requests per round at c=32, MCP row
+	loadMCPC1       = 800  // requests per round at c=1, MCP row
+)
+
+// loadMCPCall is the JSON-RPC request of the MCP row and loadMCPResult the upstream's
+// answer to it.
+const (
+	loadMCPCall   = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup","arguments":{"query":"caracal"}}}`
+	loadMCPResult = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"3 documents match"}]}}`
 )
 
 // loadUpstream is the loopback upstream of the load report, in the test process so the
-// server's CPU figures are the gateway's alone: /4k answers 4 KiB, /stream 1 GiB.
+// server's CPU figures are the gateway's alone: /4k answers 4 KiB, /stream 1 GiB, /rpc a
+// small JSON-RPC result.
 func loadUpstream(t testing.TB) string {
 	t.Helper()
 	body := make([]byte, loadBodyBytes)
@@ -54,6 +64,13 @@ func loadUpstream(t testing.TB) string {
 		case strings.HasSuffix(r.URL.Path, "/4k"):
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			_, _ = w.Write(body)
+		case strings.HasSuffix(r.URL.Path, "/rpc"):
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(loadMCPResult)))
+			_, _ = io.WriteString(w, loadMCPResult)
 		case strings.HasSuffix(r.URL.Path, "/stream"):
 			w.Header().Set("Content-Length", strconv.Itoa(loadStreamBytes))
 			for sent := 0; sent < loadStreamBytes; sent += len(chunk) {
@@ -70,7 +87,8 @@ func loadUpstream(t testing.TB) string {
 }
 
 // loadSite is the plain-HTTP site of the load report: the same upstream behind a plain
-// reverse_proxy route and behind caracal_mandate, and the STS endpoints.
+// reverse_proxy route, behind caracal_mandate, and behind the same caracal_mandate with an
+// mcp block (the tool lookup needs read), and the STS endpoints.
 func loadSite(port int, base, upstream string) string {
 	return fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
@@ -84,6 +102,19 @@ http://127.0.0.1:%[1]d {
 			resource %[2]s/api
 			scopes read
 			revocation local
+		}
+		reverse_proxy %[3]s
+	}
+	handle /mcp/* {
+		caracal_mandate {
+			issuer %[2]s/zones/alpha
+			resource %[2]s/api
+			scopes read
+			revocation local
+			mcp {
+				tool lookup read
+				default deny
+			}
 		}
 		reverse_proxy %[3]s
 	}
@@ -381,6 +412,31 @@ func (li *loadInstance) get(path, token string) error {
 	return nil
 }
 
+// postMCP sends the MCP row's tools/call to path with the mandate, as an MCP client
+// does, and discards the answer.
+func (li *loadInstance) postMCP(path, token string) error {
+	req, err := http.NewRequest(http.MethodPost, li.url(path), strings.NewReader(loadMCPCall))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := li.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || string(body) != loadMCPResult {
+		return fmt.Errorf("POST %s: %d %s", path, resp.StatusCode, body)
+	}
+	return nil
+}
+
 // interleave runs rounds of each side in turn, the order swapped every round so neither
 // side always runs second, measuring the server CPU of each round.
 // pid(s) is the process whose CPU side s is charged.
@@ -412,7 +468,8 @@ func pctf(f float64) string { return fmt.Sprintf("±%.0f %%", 100*f) }
 // BenchmarkLoadReport starts the real binary and measures, in one run with the rounds of
 // each comparison interleaved, plain reverse_proxy against caracal_mandate in front of the
 // same 4 KiB loopback upstream (one warm mandate, 1,000 warm mandates, a new mandate on
-// every request) from 1 and from 32 clients; token exchanges over HTTP on the memory store
+// every request) from 1 and from 32 clients; an MCP tools/call through caracal_mandate with
+// an mcp block against the same route without it; token exchanges over HTTP on the memory store
 // and on PostgreSQL with 2,000 sessions against raw ES256 signing; and a 1 GiB stream
 // through both routes. Rates and CPU figures are medians over rounds; every ratio is
 // against the baseline measured in the same run. It prints markdown tables, also written
@@ -428,6 +485,7 @@ func BenchmarkLoadReport(b *testing.B) {
 		var r report
 		fmt.Fprintf(&r, "Load report: %d cores (GOMAXPROCS %d), load average at start %s.\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), loadAverage())
 		gatewayRows(b, &r, mem)
+		mcpRows(b, &r, mem)
 		exchangeRows(b, &r, mem, pg)
 		streamRows(b, &r, mem)
 		fmt.Fprintf(&r, "\nLoad average at end %s.\n", loadAverage())
@@ -627,4 +685,35 @@ func streamRows(b *testing.B, r *report, li *loadInstance) {
 	r.row("plain reverse_proxy", gib(plain), "1.00", cpu(plain), "1.00", pctf(plain.spread()))
 	r.row("caracal_mandate", gib(guarded), fmt.Sprintf("%.2f", guarded.rate()/plain.rate()), cpu(guarded),
 		fmt.Sprintf("%.2f", float64(guarded.cpuPer())/float64(plain.cpuPer())), pctf(guarded.spread()))
+}
+
+// mcpRows compares an MCP tools/call through caracal_mandate with an mcp block against
+// the same route without the block, one warm mandate, the upstream answering a small
+// JSON-RPC result.
+func mcpRows(b *testing.B, r *report, li *loadInstance) {
+	m := li.mint(b, li.sessions(b, 1), 1)[0]
+	r.table(fmt.Sprintf("MCP tools/call (%d-byte JSON-RPC request, %d-byte result) over HTTP/1.1 keep-alive, one mandate, cache warm (%d rounds per side, alternating)", len(loadMCPCall), len(loadMCPResult), loadRounds),
+		"clients", "route", "req/s", "ratio to no mcp block", "p50", "p99", "added p50", "server CPU/req", "added CPU/req", "noise")
+	for _, c := range []int{1, 32} {
+		n := loadMCPC32
+		if c == 1 {
+			n = loadMCPC1
+		}
+		without, with := new(side), new(side)
+		interleave(b, func(int) int { return li.pid() }, loadRounds, []*side{without, with}, func(s, _ int) ([]time.Duration, time.Duration, int) {
+			path := "/mandate/rpc"
+			if s == 1 {
+				path = "/mcp/rpc"
+			}
+			lat, elapsed, err := drive(c, n, func(int) error { return li.postMCP(path, m) })
+			if err != nil {
+				b.Fatal(err)
+			}
+			return lat, elapsed, n
+		})
+		cl := strconv.Itoa(c)
+		r.row(cl, "caracal_mandate, no mcp block (same rounds)", fmt.Sprintf("%.0f", without.rate()), "1.00", us(without.pct(50)), us(without.pct(99)), "", us(without.cpuPer()), "", pctf(without.spread()))
+		r.row(cl, "caracal_mandate with an mcp block", fmt.Sprintf("%.0f", with.rate()), fmt.Sprintf("%.2f", with.rate()/without.rate()),
+			us(with.pct(50)), us(with.pct(99)), us(with.pct(50)-without.pct(50)), us(with.cpuPer()), us(with.cpuPer()-without.cpuPer()), pctf(with.spread()))
+	}
 }
