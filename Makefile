@@ -63,7 +63,8 @@ bench: loadtest
 	$(GO) test -run '^$$' -bench . -skip '^BenchmarkLoadReport$$' -benchmem -count 1 -timeout 30m ./...
 
 ## loadtest: the real binary under load in one interleaved run (plain reverse_proxy vs
-## caracal_mandate, token exchanges on memory and PostgreSQL, a 1 GiB stream); prints
+## caracal_mandate, an MCP tools/call with and without the mcp block, token exchanges on
+## memory and PostgreSQL, a 1 GiB stream); prints
 ## markdown tables and writes them to $(LOADTEST_REPORT)
 LOADTEST_REPORT ?= loadtest-report.md
 loadtest: services
