@@ -134,7 +134,7 @@ func TestDemoMCPStepUp(t *testing.T) {
 	ch := resp.Header.Get("WWW-Authenticate")
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(ch, `error="insufficient_scope"`) ||
 		!strings.Contains(ch, `scope="tool:delete"`) || !strings.HasSuffix(ch, `, resource_metadata="`+metadataURL+`"`) ||
-		!strings.Contains(string(body), `"code":-31403`) || !strings.Contains(string(body), "delete") {
+		!strings.Contains(string(body), `"code":-31403`) || !strings.Contains(string(body), `"tool":"delete"`) {
 		t.Fatalf("delete with tool:search: %d, challenge %q, %s", resp.StatusCode, ch, body)
 	}
 
