@@ -64,21 +64,56 @@ func readForm(r *http.Request) (*form, *Error) {
 
 var errRepeated = errors.New("repeated parameter")
 
-// parseForm decodes a urlencoded body. A repeated parameter other than `resource` is an
-// error; empty values count as present.
+// maxFormParams is the number of parameters url.ParseQuery accepts by default; a body with
+// more is refused the same way.
+const maxFormParams = 10000
+
+// parseForm decodes a urlencoded body with the rules of url.ParseQuery (a semicolon is not a
+// separator, empty pairs are skipped, a pair without "=" has an empty value). A repeated
+// parameter other than `resource` is an error; empty values count as present. It reads the body
+// in one pass into the form itself, so an unescaped value shares the body's string.
 func parseForm(body []byte) (*form, error) {
-	vals, err := url.ParseQuery(string(body))
-	if err != nil {
-		return nil, fmt.Errorf("malformed form body: %w", err)
+	query := string(body)
+	n := strings.Count(query, "&") + 1
+	if n > maxFormParams {
+		return nil, errors.New("malformed form body: too many parameters")
 	}
-	f := &form{values: make(map[string]string, len(vals))}
-	for k, v := range vals {
-		if k == "resource" {
-			f.resources = v
-		} else if len(v) > 1 {
-			return nil, fmt.Errorf("%w %q", errRepeated, k)
+	f := &form{values: make(map[string]string, min(n, 16))}
+	var repeated *string
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		if strings.Contains(pair, ";") {
+			return nil, errors.New("malformed form body: invalid semicolon separator")
 		}
-		f.values[k] = v[0]
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, fmt.Errorf("malformed form body: %w", err)
+		}
+		v, err = url.QueryUnescape(v)
+		if err != nil {
+			return nil, fmt.Errorf("malformed form body: %w", err)
+		}
+		if k == "resource" {
+			f.resources = append(f.resources, v)
+			if len(f.resources) > 1 {
+				continue
+			}
+		} else if _, dup := f.values[k]; dup {
+			// A malformed pair later in the body is still reported first.
+			if repeated == nil {
+				repeated = &k
+			}
+			continue
+		}
+		f.values[k] = v
+	}
+	if repeated != nil {
+		return nil, fmt.Errorf("%w %q", errRepeated, *repeated)
 	}
 	return f, nil
 }
