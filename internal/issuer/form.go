@@ -13,6 +13,9 @@ import (
 // maxFormBytes is docs/protocol.md section 2's body limit.
 const maxFormBytes = 64 << 10
 
+// formMediaType is the one media type a token or revocation request may carry.
+const formMediaType = "application/x-www-form-urlencoded"
+
 // form is a parsed token or revocation request: each parameter at most once, except that
 // every `resource` is kept, so that repeats can be answered with invalid_target.
 type form struct {
@@ -37,18 +40,21 @@ func readForm(r *http.Request) (*form, *Error) {
 	if ct == "" {
 		return nil, badRequest("content type must be application/x-www-form-urlencoded")
 	}
-	mediaType, params, err := mime.ParseMediaType(ct)
-	if err != nil || mediaType != "application/x-www-form-urlencoded" {
-		return nil, badRequest("content type must be application/x-www-form-urlencoded")
-	}
-	// Parameter values such as the charset are case-insensitive (RFC 2045 section 5.1).
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return nil, badRequest("charset must be utf-8")
+	// The bare media type, which is what clients send, needs no parsing.
+	if ct != formMediaType {
+		mediaType, params, err := mime.ParseMediaType(ct)
+		if err != nil || mediaType != formMediaType {
+			return nil, badRequest("content type must be application/x-www-form-urlencoded")
+		}
+		// Parameter values such as the charset are case-insensitive (RFC 2045 section 5.1).
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			return nil, badRequest("charset must be utf-8")
+		}
 	}
 	if r.ContentLength > maxFormBytes {
 		return nil, badRequest(fmt.Sprintf("request body exceeds %d bytes", maxFormBytes))
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBytes+1))
+	body, err := readBody(r.Body, r.ContentLength)
 	if err != nil {
 		return nil, badRequest("reading request body failed")
 	}
@@ -60,6 +66,30 @@ func readForm(r *http.Request) (*form, *Error) {
 		return nil, badRequest(err.Error())
 	}
 	return f, nil
+}
+
+// readBody reads at most maxFormBytes+1 bytes of the body. A declared length sizes the buffer
+// once, with a spare byte so that the read which meets the end does not grow it.
+func readBody(body io.Reader, declared int64) ([]byte, error) {
+	size := 512
+	if declared >= 0 && declared <= maxFormBytes {
+		size = int(declared) + 1
+	}
+	buf := make([]byte, 0, size)
+	lr := io.LimitReader(body, maxFormBytes+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 var errRepeated = errors.New("repeated parameter")

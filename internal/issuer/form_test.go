@@ -3,7 +3,9 @@ package issuer
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestParseForm(t *testing.T) {
@@ -70,6 +72,41 @@ func FuzzParseForm(f *testing.F) {
 		}
 		if len(form.values) != len(vals) || len(form.resources) != len(vals["resource"]) {
 			t.Fatalf("form %+v does not match %v", form, vals)
+		}
+	})
+}
+
+// TestReadBody: the body is read whole whatever length was declared, and never past the limit.
+func TestReadBody(t *testing.T) {
+	small := strings.Repeat("a", 700)
+	big := strings.Repeat("b", maxFormBytes+10)
+	for _, tt := range []struct {
+		name     string
+		body     string
+		declared int64
+		want     int
+	}{
+		{"declared exactly", small, int64(len(small)), len(small)},
+		{"unknown length", small, -1, len(small)},
+		{"declared shorter than sent", small, 10, len(small)},
+		{"declared longer than sent", small, 4000, len(small)},
+		{"empty", "", 0, 0},
+		{"over the limit, unknown length", big, -1, maxFormBytes + 1},
+		{"over the limit, declared small", big, 5, maxFormBytes + 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readBody(strings.NewReader(tt.body), tt.declared)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tt.want || string(got) != tt.body[:tt.want] {
+				t.Fatalf("read %d bytes, want the first %d", len(got), tt.want)
+			}
+		})
+	}
+	t.Run("a read error is returned", func(t *testing.T) {
+		if _, err := readBody(iotest.ErrReader(errors.New("boom")), 10); err == nil {
+			t.Fatal("no error")
 		}
 	})
 }
