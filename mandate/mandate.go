@@ -62,21 +62,25 @@ func (c *Claims) Scopes() []string {
 }
 
 // HasScopes reports whether every required scope was granted. No required scope is always satisfied.
-// It splits the scope claim as Scopes does but builds no slice: verifiers call it on every request.
 func (c *Claims) HasScopes(required ...string) bool {
 	for _, r := range required {
-		granted := false
-		for s := range strings.FieldsSeq(c.Scope) {
-			if s == r {
-				granted = true
-				break
-			}
-		}
-		if !granted {
+		if !ScopeGranted(c.Scope, r) {
 			return false
 		}
 	}
 	return true
+}
+
+// ScopeGranted reports whether the scope list granted (a scope claim) holds scope. It
+// splits granted as Claims.Scopes does but builds no slice: verifiers call it on every
+// request.
+func ScopeGranted(granted, scope string) bool {
+	for s := range strings.FieldsSeq(granted) {
+		if s == scope {
+			return true
+		}
+	}
+	return false
 }
 
 // Anchors returns every id whose revocation kills this mandate: sid, root_sid, delegation_edge_id and

@@ -88,7 +88,7 @@ func (r *requirement) satisfiedBy(granted string) bool {
 		return false
 	}
 	for _, s := range r.scopes {
-		if !HasScope(granted, s) {
+		if !mandate.ScopeGranted(granted, s) {
 			return false
 		}
 	}
@@ -241,18 +241,6 @@ func checkScopeToken(s string) error {
 	return nil
 }
 
-// HasScope reports whether the space-delimited scope list granted holds scope.
-func HasScope(granted, scope string) bool {
-	for granted != "" {
-		var tok string
-		tok, granted, _ = strings.Cut(granted, " ")
-		if tok == scope {
-			return true
-		}
-	}
-	return false
-}
-
 // Decision is the outcome of a message against a Policy.
 type Decision struct {
 	// Allowed is true when the mandate satisfies every rule that applies.
@@ -295,7 +283,7 @@ func (d Decision) Needed() []string {
 func (d Decision) Missing() []string {
 	var out []string
 	for _, s := range d.Needed() {
-		if !HasScope(d.granted, s) {
+		if !mandate.ScopeGranted(d.granted, s) {
 			out = append(out, s)
 		}
 	}

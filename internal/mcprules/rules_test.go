@@ -215,24 +215,6 @@ func TestCompileRefusesBadRules(t *testing.T) {
 	}
 }
 
-func TestHasScope(t *testing.T) {
-	for _, tc := range []struct {
-		granted, scope string
-		want           bool
-	}{
-		{"a b c", "b", true},
-		{"a b c", "c", true},
-		{"ab", "a", false},
-		{"a  b", "b", true},
-		{"", "a", false},
-		{"tool:search", "tool:search", true},
-	} {
-		if got := HasScope(tc.granted, tc.scope); got != tc.want {
-			t.Errorf("HasScope(%q, %q) = %v", tc.granted, tc.scope, got)
-		}
-	}
-}
-
 func TestLabelsAreBounded(t *testing.T) {
 	p := mustCompile(t, "tool search a", "tool fs_* b", "method x/custom c", "method ext/* d")
 	for in, want := range map[string]string{"search": "search", "fs_read": "fs_*", "anything else": OtherLabel, "": OtherLabel} {
