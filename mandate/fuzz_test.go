@@ -120,3 +120,39 @@ func FuzzParseJWKS(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckHeader holds the header fast path to the JSON one: whatever canonicalHeader
+// accepts, parseHeader accepts with the same kid; and checkHeader, which tries the fast
+// path first, decides every header as parseHeader alone does.
+func FuzzCheckHeader(f *testing.F) {
+	for _, seed := range []string{
+		`{"alg":"ES256","kid":"k1","typ":"session+jwt"}`,
+		`{"alg":"ES256","kid":"k1","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"a\"b","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"a\u0022b","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"k1","typ":"at+jwt","jku":"https://x"}`,
+		`{"alg":"ES256","kid":"k1","typ":"at+jwt"}  `,
+		`{"alg":"ES256","kid":"k1","typ":"at+jwt","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"k1","kid":"k2","typ":"at+jwt"}`,
+		`{"alg":"ES256","kid":"k1","typ":"session+jwt"}{"alg":"ES256","kid":"k1","typ":"session+jwt"}`,
+		`{"alg":"none","kid":"k1","typ":"at+jwt"}`,
+	} {
+		f.Add([]byte(seed), false)
+		f.Add([]byte(seed), true)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, resource bool) {
+		typ := TypSession
+		if resource {
+			typ = TypResource
+		}
+		slowKID, slowErr := parseHeader(raw, typ)
+		if kid, ok := canonicalHeader(raw, typ); ok && (slowErr != nil || kid != slowKID) {
+			t.Fatalf("fast path took %q as kid %q; the JSON path says kid %q, %v", raw, kid, slowKID, slowErr)
+		}
+		kid, err := checkHeader(raw, typ)
+		if kid != slowKID || !errors.Is(err, slowErr) || (err == nil) != (slowErr == nil) {
+			t.Fatalf("checkHeader(%q) = %q, %v; parseHeader = %q, %v", raw, kid, err, slowKID, slowErr)
+		}
+	})
+}
