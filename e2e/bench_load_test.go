@@ -622,7 +622,9 @@ func signES256(key *ecdsa.PrivateKey, i int) error {
 	return err
 }
 
-// exchangeRows measures token exchanges over HTTP on both stores against raw signing.
+// exchangeRows measures token exchanges over HTTP on both stores against raw signing,
+// and against the HTTP floor: a GET of the zone's JWKS from the same clients, which pays
+// the request handling of the STS endpoints and none of an exchange's work.
 func exchangeRows(b *testing.B, r *report, mem, pg *loadInstance) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -630,37 +632,58 @@ func exchangeRows(b *testing.B, r *report, mem, pg *loadInstance) {
 	}
 	memSessions := mem.sessions(b, loadSessions)
 	pgSessions := pg.sessions(b, loadSessions)
-	sides := []*side{new(side), new(side), new(side)}
+	const (
+		memSide = iota
+		pgSide
+		rawSide
+		floorSide
+	)
+	sides := []*side{new(side), new(side), new(side), new(side)}
 	instances := []*loadInstance{mem, pg}
 	all := [][]string{memSessions, pgSessions}
 	var offset [2]int
 	// The raw side's CPU is this process's, idle but for the signing goroutines.
-	pids := []int{mem.pid(), pg.pid(), os.Getpid()}
+	pids := []int{mem.pid(), pg.pid(), os.Getpid(), mem.pid()}
 	interleave(b, func(s int) int { return pids[s] }, loadRounds, sides, func(s, _ int) ([]time.Duration, time.Duration, int) {
-		if s == 2 {
-			lat, elapsed, err := drive(runtime.GOMAXPROCS(0), loadSigns, func(i int) error { return signES256(key, i) })
+		var lat []time.Duration
+		var elapsed time.Duration
+		var err error
+		switch s {
+		case rawSide:
+			lat, elapsed, err = drive(runtime.GOMAXPROCS(0), loadSigns, func(i int) error { return signES256(key, i) })
 			if err != nil {
 				b.Fatal(err)
 			}
 			return lat, elapsed, loadSigns
+		case floorSide:
+			lat, elapsed, err = drive(loadExchangeC, loadExchanges, func(int) error { return mem.get("/zones/alpha/jwks.json", "") })
+		default:
+			li, ss, base := instances[s], all[s], offset[s]
+			offset[s] += loadExchanges
+			lat, elapsed, err = drive(loadExchangeC, loadExchanges, func(i int) error {
+				_, err := li.exchange(ss[(base+i)%len(ss)])
+				return err
+			})
 		}
-		li, ss, base := instances[s], all[s], offset[s]
-		offset[s] += loadExchanges
-		lat, elapsed, err := drive(loadExchangeC, loadExchanges, func(i int) error {
-			_, err := li.exchange(ss[(base+i)%len(ss)])
-			return err
-		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		return lat, elapsed, loadExchanges
 	})
 	r.table(fmt.Sprintf("Token exchange over HTTP, %d sessions per store, %d clients (%d rounds per side, alternating)", loadSessions, loadExchangeC, loadRounds),
-		"what", "per second", "ratio to raw signing", "p50", "p99", "CPU per operation", "noise")
-	raw := sides[2]
-	r.row(fmt.Sprintf("raw ES256 signing, %d goroutines, this process", runtime.GOMAXPROCS(0)), fmt.Sprintf("%.0f", raw.rate()), "1.00", us(raw.pct(50)), us(raw.pct(99)), us(raw.cpuPer()), pctf(raw.spread()))
-	r.row("exchange, memory store", fmt.Sprintf("%.0f", sides[0].rate()), fmt.Sprintf("%.2f", sides[0].rate()/raw.rate()), us(sides[0].pct(50)), us(sides[0].pct(99)), us(sides[0].cpuPer()), pctf(sides[0].spread()))
-	r.row("exchange, PostgreSQL store", fmt.Sprintf("%.0f", sides[1].rate()), fmt.Sprintf("%.2f", sides[1].rate()/raw.rate()), us(sides[1].pct(50)), us(sides[1].pct(99)), us(sides[1].cpuPer()), pctf(sides[1].spread()))
+		"what", "per second", "ratio to raw signing", "ratio to the HTTP floor", "p50", "p99", "CPU per operation", "noise")
+	raw, floor := sides[rawSide], sides[floorSide]
+	row := func(name string, s *side) {
+		r.row(name, fmt.Sprintf("%.0f", s.rate()), fmt.Sprintf("%.2f", s.rate()/raw.rate()), fmt.Sprintf("%.2f", s.rate()/floor.rate()),
+			us(s.pct(50)), us(s.pct(99)), us(s.cpuPer()), pctf(s.spread()))
+	}
+	row(fmt.Sprintf("raw ES256 signing, %d goroutines, this process", runtime.GOMAXPROCS(0)), raw)
+	row("HTTP floor: GET jwks.json, memory store", floor)
+	row("exchange, memory store", sides[memSide])
+	row("exchange, PostgreSQL store", sides[pgSide])
+	rest := sides[memSide].cpuPer() - floor.cpuPer() - raw.cpuPer()
+	fmt.Fprintf(r, "\nServer CPU of an exchange on the memory store: %s = the HTTP floor %s + one raw signature %s + %s for the exchange's own work (subject verification, policy, response).\n",
+		us(sides[memSide].cpuPer()), us(floor.cpuPer()), us(raw.cpuPer()), us(rest))
 }
 
 // streamRows sends 1 GiB through the plain and the guarded route.
