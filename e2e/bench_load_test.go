@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -474,7 +475,8 @@ func pctf(f float64) string { return fmt.Sprintf("±%.0f %%", 100*f) }
 // through both routes. Rates and CPU figures are medians over rounds; every ratio is
 // against the baseline measured in the same run. It prints markdown tables, also written
 // to the file named by $LOADTEST_REPORT when set; with $LOADTEST_PROFILE_DIR set it also
-// saves a CPU profile of the server during each cold row there. Run it once:
+// saves CPU profiles of the server there: one during each cold row and one of
+// exchanges on the memory store. Run it once:
 //
 //	go test ./e2e -run '^$' -bench LoadReport -benchtime 1x -timeout 30m
 func BenchmarkLoadReport(b *testing.B) {
@@ -622,6 +624,9 @@ func signES256(key *ecdsa.PrivateKey, i int) error {
 	return err
 }
 
+// errStop ends a drive loop that runs until a deadline.
+var errStop = errors.New("deadline reached")
+
 // exchangeRows measures token exchanges over HTTP on both stores against raw signing,
 // and against the HTTP floor: a GET of the zone's JWKS from the same clients, which pays
 // the request handling of the STS endpoints and none of an exchange's work.
@@ -632,6 +637,22 @@ func exchangeRows(b *testing.B, r *report, mem, pg *loadInstance) {
 	}
 	memSessions := mem.sessions(b, loadSessions)
 	pgSessions := pg.sessions(b, loadSessions)
+	if dir := os.Getenv("LOADTEST_PROFILE_DIR"); dir != "" {
+		// A CPU profile of the STS over 3 s of exchanges on the memory store, before the
+		// measured rounds and outside them.
+		done := mem.profile(b, dir+"/exchange-memory.pprof", 3)
+		deadline := time.Now().Add(3500 * time.Millisecond)
+		if _, _, err := drive(loadExchangeC, 1<<20, func(i int) error {
+			if time.Now().After(deadline) {
+				return errStop
+			}
+			_, err := mem.exchange(memSessions[i%len(memSessions)])
+			return err
+		}); err != nil && err != errStop {
+			b.Fatal(err)
+		}
+		done()
+	}
 	const (
 		memSide = iota
 		pgSide
