@@ -7,8 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
+
+	josejson "github.com/go-jose/go-jose/v4/json"
 )
 
 // fuzzNow is the fixed clock of the fuzz targets, so that the committed seed tokens stay valid.
@@ -153,6 +156,49 @@ func FuzzCheckHeader(f *testing.F) {
 		kid, err := checkHeader(raw, typ)
 		if kid != slowKID || !errors.Is(err, slowErr) || (err == nil) != (slowErr == nil) {
 			t.Fatalf("checkHeader(%q) = %q, %v; parseHeader = %q, %v", raw, kid, err, slowKID, slowErr)
+		}
+	})
+}
+
+// FuzzDecodeClaims holds the claims fast path to go-jose's JSON decoder: whatever
+// decodeClaimsFast accepts, the decoder accepts too, with the same claims.
+func FuzzDecodeClaims(f *testing.F) {
+	delegated := fuzzClaims(UseResource, testIssuer+"/api")
+	delegated.DelegationEdgeID = "edg_1"
+	delegated.DelegationPath = []string{"edg_0", "edg_1"}
+	delegated.HopCount = 2
+	delegated.DelegationGraphEpoch = 7
+	delegated.Scope = "read write"
+	withActor := fuzzClaims(UseResource, testIssuer+"/api")
+	withActor.Act = &Actor{Sub: "agent-0", Act: &Actor{Sub: "agent-1", Act: &Actor{}}}
+	for _, c := range []*Claims{fuzzClaims(UseSession, testIssuer), delegated, withActor} {
+		raw, err := json.Marshal(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	for _, seed := range []string{
+		`{}`, `{"sub":"a","sub":"b"}`, `{"SUB":"a"}`, `{"exp":01}`, `{"exp":-1}`, `{"exp":1e3}`,
+		`{"exp":9223372036854775808}`, `{"hop_count":9223372036854775807}`, `{"sub":"a\u0062"}`,
+		`{"delegation_path":[]}`, `{"delegation_path":["a",]}`, `{"sub":null}`, `{"sub":"a"} `,
+		`{"sub":"a"}{}`, `{"unknown":"x"}`, `{"sub":"é"}`, `{"act":{}}`, `{"act":null}`,
+		`{"act":{"act":{"sub":"b"},"sub":"a"}}`, `{"act":{"sub":"a","sub":"b"}}`, `{"act":{"SUB":"a"}}`,
+		`{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{"act":{}}}}}}}}}}}}}}}}}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var fast Claims
+		if !decodeClaimsFast(payload, &fast) {
+			return
+		}
+		var slow Claims
+		if err := josejson.Unmarshal(payload, &slow); err != nil {
+			t.Fatalf("fast path accepted %q, which the JSON decoder refuses: %v", payload, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: fast path %+v, JSON decoder %+v", payload, fast, slow)
 		}
 	})
 }

@@ -84,10 +84,14 @@ func (v *Verifier) Verify(ctx context.Context, token string, want Expect) (*Clai
 		return nil, ErrSignature
 	}
 	// go-jose's JSON decoder matches member names case-sensitively and rejects duplicate members and
-	// trailing data, so the claims we read are the claims that were signed, read one way only.
+	// trailing data, so the claims we read are the claims that were signed, read one way only. The
+	// plain shape a Signer writes is read without it, to the same claims (decodeClaimsFast).
 	var c Claims
-	if err := josejson.Unmarshal(payload, &c); err != nil {
-		return nil, fail(ErrMalformed, "claims are not a valid json object of the expected types")
+	if !decodeClaimsFast(payload, &c) {
+		c = Claims{}
+		if err := josejson.Unmarshal(payload, &c); err != nil {
+			return nil, fail(ErrMalformed, "claims are not a valid json object of the expected types")
+		}
 	}
 
 	if c.Issuer != want.Issuer {
