@@ -88,8 +88,10 @@ func loadUpstream(t testing.TB) string {
 }
 
 // loadSite is the plain-HTTP site of the load report: the same upstream behind a plain
-// reverse_proxy route, behind caracal_mandate, and behind the same caracal_mandate with an
-// mcp block (the tool lookup needs read), and the STS endpoints.
+// reverse_proxy route, behind caracal_mandate, behind the same caracal_mandate with an mcp
+// block (the tool lookup needs read), behind a plain route that adds five headers the size
+// of caracal_mandate's identity headers (a control: what forwarding them costs without
+// any verification), and the STS endpoints.
 func loadSite(port int, base, upstream string) string {
 	return fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
@@ -104,6 +106,14 @@ http://127.0.0.1:%[1]d {
 			scopes read
 			revocation local
 		}
+		reverse_proxy %[3]s
+	}
+	handle /headers/* {
+		request_header X-Caracal-Sub agent
+		request_header X-Caracal-Client-Id agent
+		request_header X-Caracal-Zone alpha
+		request_header X-Caracal-Scope read
+		request_header X-Caracal-Sid ses_0123456789abcdef
 		reverse_proxy %[3]s
 	}
 	handle /mcp/* {
@@ -469,7 +479,8 @@ func pctf(f float64) string { return fmt.Sprintf("±%.0f %%", 100*f) }
 // BenchmarkLoadReport starts the real binary and measures, in one run with the rounds of
 // each comparison interleaved, plain reverse_proxy against caracal_mandate in front of the
 // same 4 KiB loopback upstream (one warm mandate, 1,000 warm mandates, a new mandate on
-// every request) from 1 and from 32 clients; an MCP tools/call through caracal_mandate with
+// every request, and a control route that only adds five identity-sized headers) from 1
+// and from 32 clients; an MCP tools/call through caracal_mandate with
 // an mcp block against the same route without it; token exchanges over HTTP on the memory store
 // and on PostgreSQL with 2,000 sessions against raw ES256 signing; and a 1 GiB stream
 // through both routes. Rates and CPU figures are medians over rounds; every ratio is
@@ -530,13 +541,15 @@ func gatewayRows(b *testing.B, r *report, li *loadInstance) {
 		fresh := li.mint(b, sessions, cold*loadRounds)
 		cases := []struct {
 			name  string
+			path  string
 			n     int
 			cold  bool
 			token func(round, i int) string
 		}{
-			{"caracal_mandate, one mandate (cache warm)", warm, false, func(int, int) string { return one[0] }},
-			{"caracal_mandate, 1,000 mandates (cache warm)", warm, false, func(_, i int) string { return many[i%len(many)] }},
-			{"caracal_mandate, new mandate every request (cold)", cold, true, func(round, i int) string { return fresh[round*cold+i] }},
+			{"control: plain reverse_proxy adding five X-Caracal-* headers", "/headers/4k", warm, false, func(int, int) string { return "" }},
+			{"caracal_mandate, one mandate (cache warm)", "/mandate/4k", warm, false, func(int, int) string { return one[0] }},
+			{"caracal_mandate, 1,000 mandates (cache warm)", "/mandate/4k", warm, false, func(_, i int) string { return many[i%len(many)] }},
+			{"caracal_mandate, new mandate every request (cold)", "/mandate/4k", cold, true, func(round, i int) string { return fresh[round*cold+i] }},
 		}
 		for _, cs := range cases {
 			plain, guarded := new(side), new(side)
@@ -551,7 +564,7 @@ func gatewayRows(b *testing.B, r *report, li *loadInstance) {
 					if s == 0 {
 						return li.get("/plain/4k", "")
 					}
-					return li.get("/mandate/4k", cs.token(round, i))
+					return li.get(cs.path, cs.token(round, i))
 				})
 				if err != nil {
 					b.Fatal(err)
