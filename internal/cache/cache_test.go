@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,4 +150,53 @@ func BenchmarkGet(b *testing.B) {
 			b.Fatal("miss")
 		}
 	}
+}
+
+func TestAShardedCacheStaysBoundedAndKeepsItsNewestEntries(t *testing.T) {
+	const size = shardedFrom
+	c := New[int, int](size, 0, nil)
+	if len(c.shards) != shardCount {
+		t.Fatalf("%d shards for %d entries, want %d", len(c.shards), size, shardCount)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 3 * size {
+				c.Set(g*10*size+i, i)
+			}
+		})
+	}
+	wg.Wait()
+	if n := c.Len(); n > size {
+		t.Fatalf("%d entries, more than the bound %d", n, size)
+	}
+	// Each shard evicts its oldest: keys stored after all the others are all still there
+	// (64 keys cannot fill any shard of 256 on their own).
+	for i := range 64 {
+		c.Set(-1-i, i)
+	}
+	for i := range 64 {
+		if v, ok := c.Get(-1 - i); !ok || v != i {
+			t.Fatalf("key %d: %d, %v; a recent entry was evicted", -1-i, v, ok)
+		}
+	}
+	if n := c.Len(); n > size {
+		t.Fatalf("%d entries, more than the bound %d", n, size)
+	}
+}
+
+// BenchmarkSetParallel stores distinct keys from many goroutines into a cache of the
+// STS's session-cache size, as 32 concurrent token exchanges do.
+func BenchmarkSetParallel(b *testing.B) {
+	c := New[[32]byte, int](100_000, time.Hour, nil)
+	var next atomic.Uint64
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		var k [32]byte
+		for pb.Next() {
+			i := next.Add(1)
+			k[0], k[1], k[2], k[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+			c.Set(k, int(i))
+		}
+	})
 }
