@@ -109,12 +109,13 @@ http://127.0.0.1:%[1]d {
 		reverse_proxy %[3]s
 	}
 	handle /headers/* {
-		request_header X-Caracal-Sub agent
-		request_header X-Caracal-Client-Id agent
-		request_header X-Caracal-Zone alpha
-		request_header X-Caracal-Scope read
-		request_header X-Caracal-Sid ses_0123456789abcdef
-		reverse_proxy %[3]s
+		reverse_proxy %[3]s {
+			header_up X-Caracal-Sub agent
+			header_up X-Caracal-Client-Id agent
+			header_up X-Caracal-Zone alpha
+			header_up X-Caracal-Scope read
+			header_up X-Caracal-Sid ses_0123456789abcdef
+		}
 	}
 	handle /mcp/* {
 		caracal_mandate {
@@ -546,7 +547,7 @@ func gatewayRows(b *testing.B, r *report, li *loadInstance) {
 			cold  bool
 			token func(round, i int) string
 		}{
-			{"control: plain reverse_proxy adding five X-Caracal-* headers", "/headers/4k", warm, false, func(int, int) string { return "" }},
+			{"control: plain reverse_proxy adding five X-Caracal-* headers (header_up)", "/headers/4k", warm, false, func(int, int) string { return "" }},
 			{"caracal_mandate, one mandate (cache warm)", "/mandate/4k", warm, false, func(int, int) string { return one[0] }},
 			{"caracal_mandate, 1,000 mandates (cache warm)", "/mandate/4k", warm, false, func(_, i int) string { return many[i%len(many)] }},
 			{"caracal_mandate, new mandate every request (cold)", "/mandate/4k", cold, true, func(round, i int) string { return fresh[round*cold+i] }},
