@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,8 +23,17 @@ const testActivationDelay = 4 * time.Second
 // splitSTS is the STS+Coordinator node of a split deployment: zones alpha and beta,
 // PostgreSQL storage, Redis revocation, no gateway routes.
 func splitSTS(storage, revocationLine string) func(port, admin int) string {
+	return stsNode("", storage, revocationLine, "")
+}
+
+// stsNode is splitSTS with the issuer base URL given (empty: the node's own address), so
+// that several STS processes can serve one issuer, and extra lines in caracal_sts.
+func stsNode(base, storage, revocationLine, extra string) func(port, admin int) string {
 	return func(port, admin int) string {
-		base := fmt.Sprintf("https://localhost:%d", port)
+		base := base
+		if base == "" {
+			base = fmt.Sprintf("https://localhost:%d", port)
+		}
 		return fmt.Sprintf(`{
 	admin 127.0.0.1:%[2]d
 	default_bind 127.0.0.1
@@ -36,6 +46,7 @@ func splitSTS(storage, revocationLine string) func(port, admin int) string {
 		%[6]s
 		key_activation_delay %[7]s
 		%[8]s
+		%[10]s
 	}
 	caracal_coordinator {
 		bootstrap_token %[9]s
@@ -47,7 +58,7 @@ https://localhost:%[1]d {
 	caracal_sts
 	caracal_coordinator
 }
-`, port, admin, base, storage, testKEK, revocationLine, testActivationDelay, zones(base), adminToken)
+`, port, admin, base, storage, testKEK, revocationLine, testActivationDelay, zones(base), adminToken, extra)
 	}
 }
 
@@ -217,4 +228,54 @@ func TestGatewayStartedBeforeItsSTS(t *testing.T) {
 	testenv.WaitFor(t, "the gateway to log its recovery", func() bool {
 		return strings.Contains(gw.logs.String(), "zone key set fetched again")
 	})
+}
+
+// TestImmediateRotationReachesTheOtherSTS: two STS processes serve one issuer from one
+// database and one revocation stream. An immediate rotation made through the first is
+// enforced by the second at once, through the caracal.keys entry, although the second
+// would otherwise keep its cached keys for its refresh interval of ten minutes: a session
+// mandate of the revoked key is refused at its token exchange, and the second signs
+// with the new key.
+func TestImmediateRotationReachesTheOtherSTS(t *testing.T) {
+	rs := newRedisStreams(t)
+	t.Cleanup(func() { _ = rs.client.Del(context.Background(), rs.prefix+revocation.StreamKeys).Err() })
+	rev := rs.revocation(rs.url)
+	storage := postgresStorage(t)
+	a := start(t, splitSTS(storage, rev))
+	base := a.url("")
+	b := start(t, stsNode(base, storage, rev, "refresh_interval 10m"))
+
+	session := a.session(t, "alpha", "agent", agentSecret)
+	oldKID := kidOf(t, session)
+	// The second STS loads the zone, its keys and its cached subject verification now.
+	if m := b.mandate(t, "alpha", session, base+"/api", "read"); kidOf(t, m) != oldKID {
+		t.Fatalf("the second STS signed with %s, want the zone's key %s", kidOf(t, m), oldKID)
+	}
+	rot := a.rotate(t, "?immediate=true")
+	if len(rot.Revoked) != 1 || rot.Revoked[0] != oldKID {
+		t.Fatalf("immediate rotation answered %+v, want %s revoked", rot, oldKID)
+	}
+	form := url.Values{
+		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token":      {session},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		"resource":           {base + "/api"},
+		"scope":              {"read"},
+	}.Encode()
+	var status int
+	var body []byte
+	testenv.WaitFor(t, "the second STS to refuse a session mandate of the revoked key", func() bool {
+		resp, raw := b.postForm(t, "/zones/alpha/oauth2/token", form)
+		status, body = resp.StatusCode, raw
+		return status != http.StatusOK
+	})
+	if status != http.StatusBadRequest || !strings.Contains(string(body), "invalid_grant") {
+		t.Fatalf("the revoked key's session mandate at the second STS: %d %s, want 400 invalid_grant", status, body)
+	}
+	if kid := kidOf(t, b.session(t, "alpha", "agent", agentSecret)); kid != rot.KID {
+		t.Fatalf("the second STS signs with %s after the rotation, want %s", kid, rot.KID)
+	}
+	if !strings.Contains(b.logs.String(), "reloading the zone's keys") {
+		t.Fatalf("the second STS did not log the key change:\n%s", b.logs)
+	}
 }

@@ -133,6 +133,7 @@ type KeyWatchers struct {
 	mu      sync.Mutex
 	next    int
 	subs    map[string]map[int]func(KeysEvent)
+	all     map[int]func(KeysEvent)         // subscribers to every zone
 	revoked map[string]map[string]KeysEvent // zone → kid → the revoke naming it
 }
 
@@ -141,7 +142,25 @@ func NewKeyWatchers(now func() time.Time) *KeyWatchers {
 	if now == nil {
 		now = time.Now
 	}
-	return &KeyWatchers{now: now, subs: map[string]map[int]func(KeysEvent){}, revoked: map[string]map[string]KeysEvent{}}
+	return &KeyWatchers{now: now, subs: map[string]map[int]func(KeysEvent){}, all: map[int]func(KeysEvent){}, revoked: map[string]map[string]KeysEvent{}}
+}
+
+// SubscribeAll calls fn for every entry of every zone from now on (an STS, which serves
+// zones it loads on demand, drops its cached key set on each). Unlike Subscribe it does
+// not replay earlier revocations: a subscriber that starts later reads the keys from
+// storage, where a revocation is written before its entry is sent. fn runs on the
+// transport's goroutine and must not block. The returned function ends the subscription.
+func (w *KeyWatchers) SubscribeAll(fn func(KeysEvent)) (cancel func()) {
+	w.mu.Lock()
+	w.next++
+	id := w.next
+	w.all[id] = fn
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.all, id)
+		w.mu.Unlock()
+	}
 }
 
 // Subscribe calls fn for every entry of the zone from now on, after calling it once for
@@ -184,6 +203,9 @@ func (w *KeyWatchers) Notify(e KeysEvent) {
 		}
 	}
 	for _, fn := range w.subs[e.ZoneID] {
+		fn(e)
+	}
+	for _, fn := range w.all {
 		fn(e)
 	}
 }

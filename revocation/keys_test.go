@@ -150,3 +150,26 @@ func TestRedisConsumerHandsKeysEntriesToWatchers(t *testing.T) {
 		t.Fatalf("watchers got %+v", got)
 	}
 }
+
+func TestSubscribeAllSeesEveryZoneFromNowOn(t *testing.T) {
+	w := NewKeyWatchers(nil)
+	at := time.Now()
+	w.Notify(revokeKeys("z1", at, "kid-0")) // before the subscription: not replayed
+	var all, z2 recorder
+	cancel := w.SubscribeAll(all.add)
+	w.Subscribe("z2", z2.add)
+	w.Notify(revokeKeys("z1", at, "kid-1"))
+	w.Notify(KeysEvent{ZoneID: "z2", Event: KeysRotate, KID: "kid-2", ActivatesAt: at})
+	got := all.events()
+	if len(got) != 2 || got[0].ZoneID != "z1" || got[0].Revoked[0] != "kid-1" || got[1].ZoneID != "z2" {
+		t.Fatalf("SubscribeAll got %+v, want the z1 revoke of kid-1 then the z2 rotate", got)
+	}
+	if n := len(z2.events()); n != 1 {
+		t.Fatalf("the z2 subscriber got %d events, want 1", n)
+	}
+	cancel()
+	w.Notify(revokeKeys("z3", at, "kid-3"))
+	if n := len(all.events()); n != 2 {
+		t.Fatalf("after cancel SubscribeAll still got events: %d", n)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/policies"
+	"github.com/caracalgw/caracal/revocation"
 )
 
 func init() {
@@ -71,6 +72,8 @@ type App struct {
 	engine   policy.Engine
 	service  *issuer.Service
 	pipeline *caddyrevocation.Handle
+	// stopKeys ends the subscription to key changes of every zone (see Start).
+	stopKeys func()
 	specs    []issuer.ZoneSpec
 	logger   *zap.Logger
 }
@@ -366,12 +369,29 @@ func (a *App) Start() error {
 		return err
 	}
 	// Storage keeps what the streams keep: the revocation retention is the horizon.
-	return a.runtime.StartRelay(caddystore.RelayOptions{Pipeline: a.pipeline, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger})
+	if err := a.runtime.StartRelay(caddystore.RelayOptions{Pipeline: a.pipeline, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
+		return err
+	}
+	if a.pipeline.Keys != nil {
+		// A key change made by another STS process (an emergency rotation above all)
+		// reaches this one on the caracal.keys stream: drop the zone's cached keys so the
+		// next request reads them from storage, where the change was written first,
+		// instead of trusting a revoked key for up to refresh_interval.
+		a.stopKeys = a.pipeline.Keys.SubscribeAll(func(e revocation.KeysEvent) {
+			a.logger.Info("zone key change on the revocation stream; reloading the zone's keys", zap.String("zone", e.ZoneID), zap.String("event", e.Event), zap.String("kid", e.KID))
+			a.service.Invalidate(e.ZoneID)
+		})
+	}
+	return nil
 }
 
 // Stop drops this app's use of the relay; it stops once no started configuration uses
 // it. Rows it did not publish stay in the outbox for the next one.
 func (a *App) Stop() error {
+	if a.stopKeys != nil {
+		a.stopKeys()
+		a.stopKeys = nil
+	}
 	a.runtime.StopRelay()
 	return nil
 }
