@@ -26,12 +26,14 @@ const (
 )
 
 const (
-	fieldKeysEvent    = "event"
-	fieldKID          = "kid"
-	fieldRevokedKIDs  = "revoked_kids"
-	fieldActivatesAt  = "activates_at"
-	maxRevokedPerLine = 8
+	fieldKeysEvent   = "event"
+	fieldKID         = "kid"
+	fieldRevokedKIDs = "revoked_kids"
+	fieldActivatesAt = "activates_at"
 )
+
+// MaxRevokedPerEntry is the most kids one caracal.keys revoke entry may name.
+const MaxRevokedPerEntry = 8
 
 // KeysEvent is one caracal.keys entry.
 type KeysEvent struct {
@@ -88,8 +90,8 @@ func ParseKeysEvent(fields map[string]string) (KeysEvent, error) {
 		case fieldRevokedKIDs:
 			revoked = true
 			e.Revoked = strings.Fields(v)
-			if len(e.Revoked) == 0 || len(e.Revoked) > maxRevokedPerLine {
-				err = fmt.Errorf("must list 1 to %d kids", maxRevokedPerLine)
+			if len(e.Revoked) == 0 || len(e.Revoked) > MaxRevokedPerEntry {
+				err = fmt.Errorf("must list 1 to %d kids", MaxRevokedPerEntry)
 			}
 			for _, kid := range e.Revoked {
 				if err == nil {

@@ -369,7 +369,7 @@ func (a *App) Start() error {
 		return err
 	}
 	// Storage keeps what the streams keep: the revocation retention is the horizon.
-	if err := a.runtime.StartRelay(caddystore.RelayOptions{Pipeline: a.pipeline, Horizon: time.Duration(a.Revocation.Retention), Logger: a.logger}); err != nil {
+	if err := a.runtime.StartRelay(caddystore.RelayOptions{Pipeline: a.pipeline, Horizon: time.Duration(a.Revocation.Retention), KeyRetention: a.service.KeyRetention(), Logger: a.logger}); err != nil {
 		return err
 	}
 	if a.pipeline.Keys != nil {

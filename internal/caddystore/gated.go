@@ -123,6 +123,13 @@ func (g *gated) SigningKeys(ctx context.Context, zoneID string, now time.Time) (
 	return g.inner.SigningKeys(ctx, zoneID, now)
 }
 
+func (g *gated) RevokedSigningKeys(ctx context.Context, zoneID string, since time.Time) ([]store.SigningKey, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, err
+	}
+	return g.inner.RevokedSigningKeys(ctx, zoneID, since)
+}
+
 func (g *gated) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if err := g.wait(ctx); err != nil {
 		return err

@@ -44,6 +44,9 @@ type RelayOptions struct {
 	// Horizon is the retention purge's horizon: the revocation retention (see
 	// outbox.RetentionOptions.Horizon).
 	Horizon time.Duration
+	// KeyRetention is outbox.Options.KeyRetention: how far back revoked signing keys are
+	// republished after the stream lost its history.
+	KeyRetention time.Duration
 	// Logger receives the relay's and the purge's failures.
 	Logger *zap.Logger
 }
@@ -71,7 +74,7 @@ func (r *Runtime) StartRelay(o RelayOptions) error {
 	if err != nil {
 		return err
 	}
-	relay := outbox.New(outbox.Options{Store: sh.gated, Publisher: o.Pipeline.Publisher, Key: o.Pipeline.Key, Logger: o.Logger})
+	relay := outbox.New(outbox.Options{Store: sh.gated, Publisher: o.Pipeline.Publisher, Key: o.Pipeline.Key, KeyRetention: o.KeyRetention, Logger: o.Logger})
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &relayRun{relay: relay, refs: 1, stop: cancel, done: make(chan struct{})}
 	go func() {

@@ -265,9 +265,9 @@ func New(opts Options) (*Service, error) {
 // Issuer returns the zone issuer URL.
 func (s *Service) Issuer(zoneID string) string { return mandate.IssuerURL(s.base, zoneID) }
 
-// keyRetention is how long a retired key must stay in the JWKS: until every mandate it
+// KeyRetention is how long a retired key must stay in the JWKS: until every mandate it
 // signed (sessions included) has expired, plus the verifiers' leeway.
-func (s *Service) keyRetention() time.Duration {
+func (s *Service) KeyRetention() time.Duration {
 	return max(s.opts.MaxSessionLifetime, MaxMandateLifetime) + s.opts.Leeway
 }
 

@@ -473,7 +473,7 @@ func TestKeyRotationKeepsRetiredKeysUntilTheirMandatesExpire(t *testing.T) {
 	if got := headerOf(t, tokenBody(t, rec.Body.Bytes()).AccessToken)["kid"]; got != kid {
 		t.Fatalf("new mandate signed with %v, want %v", got, kid)
 	}
-	e.clock.Advance(e.svc.keyRetention() + time.Second)
+	e.clock.Advance(e.svc.KeyRetention() + time.Second)
 	e.svc.Invalidate("demo")
 	if ks := e.jwks(t, "demo"); len(ks) != 1 || ks[kid] == nil {
 		t.Fatalf("retired key still published after its retention: %v", ks)

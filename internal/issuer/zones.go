@@ -71,7 +71,7 @@ func (s *Service) RotateKey(ctx context.Context, zoneID string, immediate bool) 
 				rot.Revoked = append(rot.Revoked, k.KID)
 			}
 		}
-		event.Event, event.Revoked, event.ExpiresAt = revocation.KeysRevoke, rot.Revoked, now.Add(s.keyRetention())
+		event.Event, event.Revoked, event.ExpiresAt = revocation.KeysRevoke, rot.Revoked, now.Add(s.KeyRetention())
 	} else {
 		rot.ActivatesAt = now.Add(s.opts.KeyActivationDelay)
 	}
@@ -79,7 +79,7 @@ func (s *Service) RotateKey(ctx context.Context, zoneID string, immediate bool) 
 	r := store.KeyRotation{
 		Now:         now,
 		ActivateAt:  rot.ActivatesAt,
-		RetireUntil: rot.ActivatesAt.Add(s.keyRetention()),
+		RetireUntil: rot.ActivatesAt.Add(s.KeyRetention()),
 		Revoke:      immediate,
 		Outbox:      &store.OutboxEvent{ZoneID: zoneID, Stream: revocation.StreamKeys, Fields: event.Fields(), CreatedAt: now},
 	}

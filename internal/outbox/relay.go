@@ -62,6 +62,11 @@ type Options struct {
 	// Lease is how long a claim on outbox rows lasts (DefaultLease when zero). A relay
 	// claims again, renewing its lease, once half of it has passed.
 	Lease time.Duration
+	// KeyRetention is how long a mandate signed by a key can stay valid after the key
+	// is revoked (the STS's longest session or mandate lifetime plus leeway): when the
+	// stream has lost its history the relay republishes the revocation of every key
+	// revoked within it. Zero republishes no key revocation.
+	KeyRetention time.Duration
 	// HeartbeatInterval is how often a heartbeat is appended to
 	// caracal.sessions.revoke (revocation.DefaultHeartbeatInterval when zero).
 	HeartbeatInterval time.Duration

@@ -12,8 +12,9 @@ package outbox
 //     absent, or differs from the one this relay holds, or a stream ends below an id
 //     this relay appended, the history is lost: the relay republishes from storage every
 //     revocation that can still matter (store.LiveRevocations with
-//     revocation.ExpiryGrace, every zone), and only then sets a new marker (SET NX; a
-//     marker another relay set meanwhile is adopted).
+//     revocation.ExpiryGrace, every zone, and the caracal.keys revocation of every
+//     signing key revoked within Options.KeyRetention), and only then sets a new marker
+//     (SET NX; a marker another relay set meanwhile is adopted).
 //   - Heartbeats go through Relay.PublishHeartbeat only. It refuses with
 //     ErrHistoryPending until a generation is established, and the transport appends
 //     the heartbeat only while the marker still equals that generation (atomically), so
@@ -27,6 +28,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -175,6 +177,50 @@ func (r *Relay) republish(ctx context.Context) (int, error) {
 			}
 			cur = page[len(page)-1].Cursor()
 		}
+		k, err := r.republishKeys(ctx, z.ID, now)
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// republishKeys appends, signed, caracal.keys revoke entries for the zone's signing keys
+// revoked within the key retention, so that a gateway still holding one of them in a
+// key set fetched earlier refuses it although the original entry is gone. Each entry
+// names up to revocation.MaxRevokedPerEntry kids; the current signing key is its kid,
+// and it expires a key retention after the latest revocation it names.
+func (r *Relay) republishKeys(ctx context.Context, zoneID string, now time.Time) (int, error) {
+	if r.o.KeyRetention <= 0 {
+		return 0, nil
+	}
+	revoked, err := r.o.Store.RevokedSigningKeys(ctx, zoneID, now.Add(-r.o.KeyRetention))
+	if err != nil || len(revoked) == 0 {
+		return 0, err
+	}
+	keys, err := r.o.Store.SigningKeys(ctx, zoneID, now)
+	if err != nil {
+		return 0, err
+	}
+	signing, ok := store.SigningKeyAt(keys, now)
+	if !ok {
+		return 0, fmt.Errorf("zone %s has no signing key", zoneID)
+	}
+	n := 0
+	for chunk := range slices.Chunk(revoked, revocation.MaxRevokedPerEntry) {
+		e := revocation.KeysEvent{ZoneID: zoneID, Event: revocation.KeysRevoke, KID: signing.KID, ActivatesAt: chunk[len(chunk)-1].RetiredAt,
+			ExpiresAt: chunk[len(chunk)-1].RetiredAt.Add(r.o.KeyRetention)}
+		for _, k := range chunk {
+			e.Revoked = append(e.Revoked, k.KID)
+		}
+		fields := r.fields(store.OutboxEvent{Stream: revocation.StreamKeys, Fields: e.Fields()})
+		if err := r.o.Publisher.Publish(ctx, revocation.StreamKeys, fields); err != nil {
+			r.publishErrors.Add(1)
+			return n, err
+		}
+		n++
+		r.republished.Add(1)
 	}
 	return n, nil
 }

@@ -220,10 +220,16 @@ func TestRelayRepublishesLiveRevocationsAfterRedisLostItsData(t *testing.T) {
 	if _, err := s.RevokeEdge(ctx, zone, "edg-1", "edge gone", now); err != nil {
 		t.Fatal(err)
 	}
+	// An emergency rotation revoked the zone's first key k1; k2 signs.
+	if err := s.RotateSigningKey(ctx, zone, store.SigningKey{KID: "k2", Sealed: []byte{2}, PublicJWK: []byte("{}")},
+		store.KeyRotation{Now: now, ActivateAt: now, RetireUntil: now.Add(time.Hour), Revoke: true}); err != nil {
+		t.Fatal(err)
+	}
+	const keyRetention = 2 * time.Hour
 
 	key := []byte("relay-key")
 	pub := &watching{RedisPublisher: revocation.NewRedisPublisher(revocation.RedisOptions{Client: publisherClient(t, rs.addr())}), admin: admin}
-	r := outbox.New(outbox.Options{Store: s, Publisher: pub, Key: key, Interval: 20 * time.Millisecond})
+	r := outbox.New(outbox.Options{Store: s, Publisher: pub, Key: key, Interval: 20 * time.Millisecond, KeyRetention: keyRetention})
 	hb := revocation.Heartbeat{Publisher: "relay-test", Watermark: now, SentAt: now}.Fields()
 	if err := r.PublishHeartbeat(ctx, hb); !errors.Is(err, outbox.ErrHistoryPending) {
 		t.Fatalf("heartbeat before the history was established: %v, want ErrHistoryPending", err)
@@ -279,13 +285,40 @@ func TestRelayRepublishesLiveRevocationsAfterRedisLostItsData(t *testing.T) {
 		if !slices.Equal(anchors, want) {
 			t.Fatalf("republished anchors %v, want %v", anchors, want)
 		}
-		if n := r.Stats().Republished - before; n != uint64(len(want)) {
-			t.Fatalf("%d entries republished, want %d", n, len(want))
+		// One more: the revocation of k1 on caracal.keys.
+		if n := r.Stats().Republished - before; n != uint64(len(want)+1) {
+			t.Fatalf("%d entries republished, want %d", n, len(want)+1)
 		}
 		pub.mu.Lock()
 		defer pub.mu.Unlock()
-		if len(pub.marked) != len(want) || slices.Contains(pub.marked, true) {
-			t.Fatalf("marker present at publication: %v; want %d publications, all before the marker", pub.marked, len(want))
+		if len(pub.marked) != len(want)+1 || slices.Contains(pub.marked, true) {
+			t.Fatalf("marker present at publication: %v; want %d publications, all before the marker", pub.marked, len(want)+1)
+		}
+	})
+	t.Run("the revoked signing key is back on caracal.keys, signed", func(t *testing.T) {
+		msgs, err := admin.XRange(ctx, revocation.StreamKeys, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != 1 {
+			t.Fatalf("%d caracal.keys entries after the republication, want 1", len(msgs))
+		}
+		fields := make(map[string]string)
+		for k, v := range msgs[0].Values {
+			fields[k] = v.(string)
+		}
+		if !revocation.VerifySignature(key, revocation.StreamKeys, fields) {
+			t.Fatalf("republished keys entry %v is not signed", fields)
+		}
+		e, err := revocation.ParseKeysEvent(fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.ZoneID != zone || e.Event != revocation.KeysRevoke || !slices.Equal(e.Revoked, []string{"k1"}) || e.KID != "k2" {
+			t.Fatalf("republished keys entry %+v, want zone %s revoking k1 with k2 signing", e, zone)
+		}
+		if !e.ExpiresAt.After(now.Add(keyRetention - time.Minute)) {
+			t.Fatalf("the republished revocation expires at %s, before the key retention ends", e.ExpiresAt)
 		}
 	})
 	t.Run("heartbeats resume under the new generation, after the republished entries", func(t *testing.T) {

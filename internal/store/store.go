@@ -298,6 +298,10 @@ type Store interface {
 	// still pending (the active key is not activated yet) and r.Revoke is false, or when
 	// next's kid exists.
 	RotateSigningKey(ctx context.Context, zoneID string, next SigningKey, r KeyRotation) error
+	// RevokedSigningKeys returns the zone's keys revoked (by an emergency rotation) at or
+	// after since, oldest revocation first: the relay republishes their revocation when
+	// the stream has lost its history.
+	RevokedSigningKeys(ctx context.Context, zoneID string, since time.Time) ([]SigningKey, error)
 
 	// PutPolicyBundle stores modules and data as the next version and activates it,
 	// atomically; it returns the stored bundle. Validation is the caller's job.

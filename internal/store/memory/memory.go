@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -312,6 +313,32 @@ func (s *Store) SigningKeys(_ context.Context, zoneID string, now time.Time) ([]
 		}
 	}
 	slices.SortFunc(out, compareKeys)
+	return out, nil
+}
+
+// RevokedSigningKeys returns the zone's keys revoked at or after since, oldest first.
+func (s *Store) RevokedSigningKeys(_ context.Context, zoneID string, since time.Time) ([]store.SigningKey, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	z, err := s.zone(zoneID)
+	if err != nil {
+		return nil, err
+	}
+	since = ts(since)
+	var out []store.SigningKey
+	for _, k := range z.keys {
+		if k.Status == store.StatusRevoked && !k.RetiredAt.Before(since) {
+			out = append(out, cloneKey(k))
+		}
+	}
+	slices.SortFunc(out, func(a, b store.SigningKey) int {
+		if c := a.RetiredAt.Compare(b.RetiredAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.KID, b.KID)
+	})
 	return out, nil
 }
 

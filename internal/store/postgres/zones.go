@@ -188,6 +188,21 @@ func (s *Store) SigningKeys(ctx context.Context, zoneID string, now time.Time) (
 	return keys, nil
 }
 
+// RevokedSigningKeys returns the zone's keys revoked at or after since, oldest first.
+func (s *Store) RevokedSigningKeys(ctx context.Context, zoneID string, since time.Time) ([]store.SigningKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys
+		WHERE zone_id = $1 AND status = 'revoked' AND retired_at >= $2
+		ORDER BY retired_at, id`, zoneID, ts(since))
+	if err != nil {
+		return nil, dbErr(err, "revoked signing keys of zone %q", zoneID)
+	}
+	keys, err := collect(rows, scanSigningKey)
+	if err != nil {
+		return nil, dbErr(err, "revoked signing keys of zone %q", zoneID)
+	}
+	return keys, nil
+}
+
 // RotateSigningKey makes next the active key and retires or revokes the key it replaces.
 func (s *Store) RotateSigningKey(ctx context.Context, zoneID string, next store.SigningKey, r store.KeyRotation) error {
 	if next.ZoneID != "" && next.ZoneID != zoneID {

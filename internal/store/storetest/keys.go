@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -87,5 +88,32 @@ func testKeyRotationModes(t *testing.T, s store.Store) {
 		keys, err := s.SigningKeys(ctx, "a", at.Add(time.Second))
 		must(t, err, "SigningKeys")
 		equal(t, kidStatus(keys), []string{"k-a5/active", "k-a3/retired"}, "keys after revoking k-a4")
+	})
+	t.Run("revoked keys are listed oldest first, from a time on", func(t *testing.T) {
+		all, err := s.RevokedSigningKeys(ctx, "a", now.Add(-time.Hour))
+		must(t, err, "RevokedSigningKeys")
+		var kids []string
+		for i, k := range all {
+			equal(t, k.Status, store.StatusRevoked, "status of "+k.KID)
+			equal(t, k.ZoneID, "a", "zone of "+k.KID)
+			if i > 0 && k.RetiredAt.Before(all[i-1].RetiredAt) {
+				t.Fatalf("%s revoked before %s but listed after it", k.KID, all[i-1].KID)
+			}
+			kids = append(kids, k.KID)
+		}
+		// k-a signed and k-a2 was pending at the first emergency rotation; k-a4 was
+		// pending at the second.
+		for _, kid := range []string{"k-a", "k-a2", "k-a4"} {
+			if !slices.Contains(kids, kid) {
+				t.Fatalf("revoked keys %v, want %s among them", kids, kid)
+			}
+		}
+		later, err := s.RevokedSigningKeys(ctx, "a", now.Add(2*time.Minute+time.Millisecond))
+		must(t, err, "RevokedSigningKeys")
+		for _, k := range later {
+			if k.KID == "k-a" || k.KID == "k-a2" {
+				t.Fatalf("%s was revoked before the time asked for and is listed", k.KID)
+			}
+		}
 	})
 }
