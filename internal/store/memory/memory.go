@@ -297,48 +297,42 @@ func (s *Store) ZoneScopes(_ context.Context, zoneID string) ([]string, error) {
 // SigningKeys returns the active key, then retired keys whose NotAfter is after now,
 // most recently retired first.
 func (s *Store) SigningKeys(_ context.Context, zoneID string, now time.Time) ([]store.SigningKey, error) {
-	if err := s.rlock(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	z, err := s.zone(zoneID)
-	if err != nil {
-		return nil, err
-	}
 	now = ts(now)
-	var out []store.SigningKey
-	for _, k := range z.keys {
-		if k.Status == store.StatusActive || k.NotAfter.After(now) {
-			out = append(out, cloneKey(k))
-		}
-	}
-	slices.SortFunc(out, compareKeys)
-	return out, nil
+	return s.keysWhere(zoneID, func(k store.SigningKey) bool {
+		return k.Status == store.StatusActive || k.NotAfter.After(now)
+	}, compareKeys)
 }
 
 // RevokedSigningKeys returns the zone's keys revoked at or after since, oldest first.
 func (s *Store) RevokedSigningKeys(_ context.Context, zoneID string, since time.Time) ([]store.SigningKey, error) {
-	if err := s.rlock(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	z, err := s.zone(zoneID)
-	if err != nil {
-		return nil, err
-	}
 	since = ts(since)
-	var out []store.SigningKey
-	for _, k := range z.keys {
-		if k.Status == store.StatusRevoked && !k.RetiredAt.Before(since) {
-			out = append(out, cloneKey(k))
-		}
-	}
-	slices.SortFunc(out, func(a, b store.SigningKey) int {
+	return s.keysWhere(zoneID, func(k store.SigningKey) bool {
+		return k.Status == store.StatusRevoked && !k.RetiredAt.Before(since)
+	}, func(a, b store.SigningKey) int {
 		if c := a.RetiredAt.Compare(b.RetiredAt); c != 0 {
 			return c
 		}
 		return strings.Compare(a.KID, b.KID)
 	})
+}
+
+// keysWhere returns copies of the zone's keys that keep accepts, sorted by order.
+func (s *Store) keysWhere(zoneID string, keep func(store.SigningKey) bool, order func(a, b store.SigningKey) int) ([]store.SigningKey, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	z, err := s.zone(zoneID)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.SigningKey
+	for _, k := range z.keys {
+		if keep(k) {
+			out = append(out, cloneKey(k))
+		}
+	}
+	slices.SortFunc(out, order)
 	return out, nil
 }
 
