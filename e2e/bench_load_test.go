@@ -480,8 +480,8 @@ func pctf(f float64) string { return fmt.Sprintf("±%.0f %%", 100*f) }
 // BenchmarkLoadReport starts the real binary and measures, in one run with the rounds of
 // each comparison interleaved, plain reverse_proxy against caracal_mandate in front of the
 // same 4 KiB loopback upstream (one warm mandate, 1,000 warm mandates, a new mandate on
-// every request, and a control route that only adds five identity-sized headers) from 1
-// and from 32 clients; an MCP tools/call through caracal_mandate with
+// every request, and two controls: a plain route that only adds five identity-sized
+// headers, and plain requests that carry the mandate) from 1 and from 32 clients; an MCP tools/call through caracal_mandate with
 // an mcp block against the same route without it; token exchanges over HTTP on the memory store
 // and on PostgreSQL with 2,000 sessions against raw ES256 signing; and a 1 GiB stream
 // through both routes. Rates and CPU figures are medians over rounds; every ratio is
@@ -548,6 +548,7 @@ func gatewayRows(b *testing.B, r *report, li *loadInstance) {
 			token func(round, i int) string
 		}{
 			{"control: plain reverse_proxy adding five X-Caracal-* headers (header_up)", "/headers/4k", warm, false, func(int, int) string { return "" }},
+			{"control: plain reverse_proxy, the request carrying the mandate (Authorization)", "/plain/4k", warm, false, func(int, int) string { return one[0] }},
 			{"caracal_mandate, one mandate (cache warm)", "/mandate/4k", warm, false, func(int, int) string { return one[0] }},
 			{"caracal_mandate, 1,000 mandates (cache warm)", "/mandate/4k", warm, false, func(_, i int) string { return many[i%len(many)] }},
 			{"caracal_mandate, new mandate every request (cold)", "/mandate/4k", cold, true, func(round, i int) string { return fresh[round*cold+i] }},
