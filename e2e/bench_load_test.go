@@ -214,27 +214,11 @@ func procCPU(b *testing.B, pid int) time.Duration {
 func (li *loadInstance) mint(b *testing.B, sessions []string, n int) []string {
 	b.Helper()
 	out := make([]string, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var fail atomic.Value
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				m, err := li.exchange(sessions[i%len(sessions)])
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				out[i] = m
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := fail.Load().(error); err != nil {
+	if _, _, err := drive(8, n, func(i int) error {
+		m, err := li.exchange(sessions[i%len(sessions)])
+		out[i] = m
+		return err
+	}); err != nil {
 		b.Fatal(err)
 	}
 	return out
@@ -261,53 +245,44 @@ func (li *loadInstance) exchange(session string) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("exchange: %d %s", resp.StatusCode, body)
 	}
+	return tokenIn(body)
+}
+
+// tokenIn finds the access_token of a token endpoint answer without a JSON decoder, so
+// that the clients of the load report spend little of the shared CPU on it.
+func tokenIn(body []byte) (string, error) {
 	const key = `"access_token":"`
 	i := strings.Index(string(body), key)
 	if i < 0 {
-		return "", fmt.Errorf("exchange: no access token in %s", body)
+		return "", fmt.Errorf("no access token in %s", body)
 	}
 	rest := string(body[i+len(key):])
 	return rest[:strings.IndexByte(rest, '"')], nil
 }
 
-// sessions opens n sessions of zone alpha's agent over HTTP.
+// sessions opens n sessions of zone alpha's agent over HTTP, from 8 concurrent clients.
 func (li *loadInstance) sessions(b *testing.B, n int) []string {
 	b.Helper()
 	out := make([]string, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var fail atomic.Value
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				req, err := http.NewRequest(http.MethodPost, li.url("/zones/alpha/oauth2/token"), strings.NewReader("grant_type=client_credentials"))
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				req.SetBasicAuth("agent", agentSecret)
-				resp, err := li.client.Do(req)
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					fail.Store(fmt.Errorf("client_credentials: %d %s %v", resp.StatusCode, body, err))
-					return
-				}
-				out[i] = accessToken(b, body)
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := fail.Load().(error); err != nil {
+	if _, _, err := drive(8, n, func(i int) error {
+		req, err := http.NewRequest(http.MethodPost, li.url("/zones/alpha/oauth2/token"), strings.NewReader("grant_type=client_credentials"))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("agent", agentSecret)
+		resp, err := li.client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("client_credentials: %d %s %v", resp.StatusCode, body, err)
+		}
+		out[i], err = tokenIn(body)
+		return err
+	}); err != nil {
 		b.Fatal(err)
 	}
 	return out
