@@ -6,7 +6,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -164,10 +163,8 @@ func (a *App) Cleanup() error { return a.runtime.Release() }
 //	}
 func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	app := new(App)
-	if existing, ok := existingVal.(httpcaddyfile.App); ok {
-		if err := json.Unmarshal(existing.Value, app); err != nil {
-			return nil, err
-		}
+	if err := caddyfileopts.MergeGlobal(existingVal, app); err != nil {
+		return nil, err
 	}
 	for d.Next() {
 		if d.NextArg() {

@@ -1,8 +1,6 @@
 package sts
 
 import (
-	"encoding/json"
-
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -74,10 +72,8 @@ func (*Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // rules (base_url required, a key with persistent storage, ...) are Validate's.
 func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	app := new(App)
-	if existing, ok := existingVal.(httpcaddyfile.App); ok {
-		if err := json.Unmarshal(existing.Value, app); err != nil {
-			return nil, err
-		}
+	if err := caddyfileopts.MergeGlobal(existingVal, app); err != nil {
+		return nil, err
 	}
 	for d.Next() {
 		if d.NextArg() {

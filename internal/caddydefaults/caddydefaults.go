@@ -13,7 +13,6 @@
 package caddydefaults
 
 import (
-	"encoding/json"
 	"errors"
 
 	"github.com/caddyserver/caddy/v2"
@@ -92,10 +91,8 @@ func Of(ctx caddy.Context) (App, error) {
 // caracal blocks, the later settings win.
 func parseGlobal(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	app := new(App)
-	if existing, ok := existingVal.(httpcaddyfile.App); ok {
-		if err := json.Unmarshal(existing.Value, app); err != nil {
-			return nil, err
-		}
+	if err := caddyfileopts.MergeGlobal(existingVal, app); err != nil {
+		return nil, err
 	}
 	for d.Next() {
 		if d.NextArg() {

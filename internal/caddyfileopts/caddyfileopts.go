@@ -5,11 +5,23 @@
 package caddyfileopts
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
+
+// MergeGlobal fills app with what earlier blocks of the same global option set (Caddy
+// hands their result to the option's parser as existingVal), so that repeated blocks
+// merge into one app.
+func MergeGlobal(existingVal, app any) error {
+	if existing, ok := existingVal.(httpcaddyfile.App); ok {
+		return json.Unmarshal(existing.Value, app)
+	}
+	return nil
+}
 
 // Seen tracks the subdirectives of one block, so that a repeated one is refused.
 type Seen struct {
