@@ -200,17 +200,19 @@ out.revoke_as_other_client = await refusal(async () => {
 });
 
 // The other session is untouched: it still exchanges, authenticated by client_secret_post.
-out.post_session_exchange = await refusal(async () =>
-  oauth.processGenericTokenEndpointResponse(
-    as,
-    client,
-    await oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretPost(secret), tokenExchange, {
-      subject_token: postSession,
-      subject_token_type: accessTokenType,
-      resource,
-    }),
-  ),
-);
+const exchangePostSession = () =>
+  refusal(async () =>
+    oauth.processGenericTokenEndpointResponse(
+      as,
+      client,
+      await oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretPost(secret), tokenExchange, {
+        subject_token: postSession,
+        subject_token_type: accessTokenType,
+        resource,
+      }),
+    ),
+  );
+out.post_session_exchange = await exchangePostSession();
 
 // 7. The other session, revoked with client_secret_basic and the hint a library sends
 // for refresh tokens (RFC 7009 2.1: only a hint), no longer exchanges.
@@ -219,16 +221,6 @@ await oauth.processRevocationResponse(
     additionalParameters: { token_type_hint: 'refresh_token' },
   }),
 );
-out.post_session_exchange_after_revoke = await refusal(async () =>
-  oauth.processGenericTokenEndpointResponse(
-    as,
-    client,
-    await oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretPost(secret), tokenExchange, {
-      subject_token: postSession,
-      subject_token_type: accessTokenType,
-      resource,
-    }),
-  ),
-);
+out.post_session_exchange_after_revoke = await exchangePostSession();
 
 process.stdout.write(JSON.stringify(out) + '\n');
