@@ -274,11 +274,12 @@ func TestVerifierReportsMalformedHashes(t *testing.T) {
 // one is running wait for its answer instead of paying for an Argon2 run each; those that
 // arrive after it find the cached success. Either way one run answers them all.
 func TestIdenticalChecksInFlightShareOneRun(t *testing.T) {
+	const callers = 8
 	v, c, _ := newTestVerifier(VerifierOptions{MaxPerKey: 64})
-	c.hold, c.entered = make(chan struct{}), make(chan struct{}, 1)
+	// room for a signal from every caller, so that a second run is counted, not blocked
+	c.hold, c.entered = make(chan struct{}), make(chan struct{}, callers)
 	phc := cheapPHC("pw", 64, 1, 1)
 	req := Request{ZoneID: "z", ClientID: "app", PHC: phc, Secret: "pw"}
-	const callers = 8
 	var wg, calling sync.WaitGroup
 	calling.Add(callers)
 	for range callers {
