@@ -2,6 +2,7 @@ package caddyrevocation
 
 import (
 	"context"
+	"crypto/rand"
 	"math"
 	"testing"
 	"time"
@@ -13,8 +14,9 @@ import (
 )
 
 func TestCollectorReportsTheWatermarkAgeAndOutcomes(t *testing.T) {
-	// A key of this test only, so heartbeats of other tests on the local bus do not count.
-	cfg := Config{Transport: "local", StreamKey: "a key of the metrics test only"}
+	// A key of this run of this test only, so heartbeats of other tests (and of earlier runs
+	// under -count) on the process's local bus do not count.
+	cfg := Config{Transport: "local", StreamKey: "metrics test " + rand.Text()}
 	h, err := Open(context.Background(), cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
