@@ -255,9 +255,12 @@ func (a *App) checkZones(ctx context.Context) error {
 			}
 		}
 		if z.Policy != nil {
-			if _, err := a.service.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data); err != nil {
+			compiled, err := a.service.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data)
+			if err != nil {
 				return fmt.Errorf("zone %s: policy bundle: %w", z.ID, err)
 			}
+			// Bootstrap, at start, installs this instead of compiling the bundle again.
+			z.Policy.Compiled = compiled
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 
+	"github.com/caracalgw/caracal/internal/policy"
 	"github.com/caracalgw/caracal/internal/secret"
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/mandate"
@@ -43,6 +44,10 @@ type ResourceSpec struct {
 type PolicySpec struct {
 	Modules map[string]string
 	Data    json.RawMessage
+	// Compiled, when set, is Modules and Data as CompilePolicy compiled them (the STS
+	// does so when it checks its configuration); Bootstrap installs it instead of
+	// compiling the bundle a second time.
+	Compiled *policy.Compiled
 }
 
 // Bootstrap creates or updates the declared zones. It is idempotent: an unchanged
@@ -96,9 +101,12 @@ func (s *Service) bootstrapZone(ctx context.Context, z ZoneSpec) error {
 		}
 	}
 	if z.Policy != nil {
-		compiled, err := s.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data)
-		if err != nil {
-			return fmt.Errorf("policy bundle: %w", err)
+		compiled := z.Policy.Compiled
+		if compiled == nil {
+			var err error
+			if compiled, err = s.CompilePolicy(ctx, z.ID, z.Policy.Modules, z.Policy.Data); err != nil {
+				return fmt.Errorf("policy bundle: %w", err)
+			}
 		}
 		active, err := s.store.ActivePolicyBundle(ctx, z.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/internal/testenv"
+	"github.com/caracalgw/caracal/policies"
 )
 
 func TestPolicyGateDeniesOnEveryFailureMode(t *testing.T) {
@@ -149,5 +151,49 @@ func TestExchangesNeverWaitForACompilation(t *testing.T) {
 	waitPolicy(t, e.svc, "demo", b.Version)
 	if code := exchange(); code != 403 {
 		t.Fatalf("exchange after the compilation: %d, want 403 from the new version", code)
+	}
+}
+
+// TestBootstrapInstallsTheBundleCompiledAtCheck: a declared bundle that the STS already
+// compiled while checking its configuration is installed as it is, not compiled again;
+// one declared without it is compiled by Bootstrap.
+func TestBootstrapInstallsTheBundleCompiledAtCheck(t *testing.T) {
+	var mu sync.Mutex
+	compiles := map[string]int{}
+	compiler := policy.NewCompiler(policy.CompilerOptions{
+		Limits: policy.Limits{CompileTimeout: time.Minute},
+		BeforeCompile: func(zoneID string) {
+			mu.Lock()
+			compiles[zoneID]++
+			mu.Unlock()
+		},
+	})
+	e := newEnv(t, memory.New(), func(o *Options) {
+		o.Compiler = compiler
+		o.Policy = policy.NewEmbedded(policy.EmbeddedOptions{Timeout: time.Second, Compiler: compiler})
+	})
+	modules, _ := policies.Default()
+	data := json.RawMessage(`{"grants":{}}`)
+	ctx := t.Context()
+	compiled, err := e.svc.CompilePolicy(ctx, "checked", modules, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := []ZoneSpec{
+		{ID: "checked", Name: "checked", Policy: &PolicySpec{Modules: modules, Data: data, Compiled: compiled}},
+		{ID: "unchecked", Name: "unchecked", Policy: &PolicySpec{Modules: modules, Data: data}},
+	}
+	if err := e.svc.Bootstrap(ctx, specs); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if compiles["checked"] != 1 || compiles["unchecked"] != 1 {
+		t.Fatalf("compilations per zone %v, want one each", compiles)
+	}
+	for _, z := range []string{"checked", "unchecked"} {
+		if v, ok := e.svc.policy.Version(z); !ok || v != 1 {
+			t.Fatalf("zone %s: installed policy version %d, %v; want 1", z, v, ok)
+		}
 	}
 }
