@@ -161,7 +161,7 @@ func TestRegisterResource(t *testing.T) {
 		e.seedZone("a")
 		var r resourceResponse
 		decodeOK(t, e.do(http.MethodPost, "/v1/zones/a/resources", bootstrapToken, `{"identifier":"https://files.test/api","scopes":["get","put"]}`), http.StatusCreated, &r)
-		if r.Identifier != "https://files.test/api" || r.ZoneID != "a" || r.Archived || len(r.Scopes) != 2 || !strings.HasPrefix(r.ID, resourceIDPrefix) {
+		if r.Identifier != "https://files.test/api" || r.ZoneID != "a" || r.Archived || len(r.Scopes) != 2 || !strings.HasPrefix(r.ID, store.ResourceIDPrefix) {
 			t.Fatalf("resource = %+v", r)
 		}
 		stored, err := st.GetResource(context.Background(), "a", "https://files.test/api")

@@ -9,9 +9,6 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 )
 
-// resourceIDPrefix marks resource record ids.
-const resourceIDPrefix = "res_"
-
 type resourceRequest struct {
 	Identifier string   `json:"identifier"`
 	Scopes     []string `json:"scopes"`
@@ -51,7 +48,7 @@ func (s *Service) createResource(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, badRequest(err.Error()))
 		return
 	}
-	res := store.Resource{ZoneID: zoneID, ID: store.NewID(resourceIDPrefix), Identifier: req.Identifier, Scopes: req.Scopes, CreatedAt: s.now()}
+	res := store.Resource{ZoneID: zoneID, ID: store.NewID(store.ResourceIDPrefix), Identifier: req.Identifier, Scopes: req.Scopes, CreatedAt: s.now()}
 	if err := s.store.CreateResource(r.Context(), res); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			s.fail(w, r, conflict("resource "+req.Identifier+" already exists in this zone"))

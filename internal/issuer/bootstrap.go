@@ -96,7 +96,7 @@ func (s *Service) bootstrapZone(ctx context.Context, z ZoneSpec) error {
 		if err := ValidateResource(r.Identifier, r.Scopes); err != nil {
 			return err
 		}
-		if err := s.store.PutResource(ctx, store.Resource{ZoneID: z.ID, ID: store.NewID(""), Identifier: r.Identifier, Scopes: r.Scopes, CreatedAt: now}); err != nil {
+		if err := s.store.PutResource(ctx, store.Resource{ZoneID: z.ID, ID: store.NewID(store.ResourceIDPrefix), Identifier: r.Identifier, Scopes: r.Scopes, CreatedAt: now}); err != nil {
 			return fmt.Errorf("resource %s: %w", r.Identifier, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/caracalgw/caracal/internal/store"
 	"github.com/caracalgw/caracal/internal/store/memory"
 	"github.com/caracalgw/caracal/internal/testenv"
+	"github.com/caracalgw/caracal/mandate"
 	"github.com/caracalgw/caracal/policies"
 )
 
@@ -195,5 +196,30 @@ func TestBootstrapInstallsTheBundleCompiledAtCheck(t *testing.T) {
 		if v, ok := e.svc.policy.Version(z); !ok || v != 1 {
 			t.Fatalf("zone %s: installed policy version %d, %v; want 1", z, v, ok)
 		}
+	}
+}
+
+// TestBootstrapResourceIDs: a declared resource gets an id of the same form as one created
+// through the Coordinator, and keeps it when the declaration is applied again.
+func TestBootstrapResourceIDs(t *testing.T) {
+	st := memory.New()
+	e := newEnv(t, st)
+	spec := []ZoneSpec{{ID: "declared", Name: "declared", Resources: []ResourceSpec{{Identifier: "https://declared.test/api", Scopes: []string{"read"}}}}}
+	ctx := t.Context()
+	if err := e.svc.Bootstrap(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.GetResource(ctx, "declared", "https://declared.test/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(first.ID, store.ResourceIDPrefix) || !mandate.ValidRecordID(first.ID) {
+		t.Fatalf("declared resource id %q, want %s followed by a record id", first.ID, store.ResourceIDPrefix)
+	}
+	if err := e.svc.Bootstrap(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := st.GetResource(ctx, "declared", "https://declared.test/api"); err != nil || again.ID != first.ID {
+		t.Fatalf("after a second bootstrap: %+v, %v; want id %q", again, err, first.ID)
 	}
 }
