@@ -1,7 +1,10 @@
 # Caracal: one custom Caddy build. The README documents every target.
 SHELL := /bin/bash
 GO ?= go
-export PATH := /usr/local/go/bin:$(PATH)
+# scripts/node-runtime/node_modules/.bin holds Node.js 20 where services.sh had to
+# install it (the system's node was older); it is empty otherwise.
+NODE_RUNTIME_BIN = $(CURDIR)/scripts/node-runtime/node_modules/.bin
+export PATH := $(NODE_RUNTIME_BIN):/usr/local/go/bin:$(PATH)
 
 MANIFEST = $(GO) run ./scripts/manifest
 OUTPUT = $(shell $(MANIFEST) output)

@@ -62,7 +62,7 @@ func nodeInstalled(t *testing.T) {
 	}
 	var major int
 	if _, err := fmt.Sscanf(string(version), "v%d.", &major); err != nil || major < minNodeMajor {
-		t.Fatalf("node %s is too old: the pinned client libraries need Node.js %d or newer", strings.TrimSpace(string(version)), minNodeMajor)
+		t.Fatalf("node %s is too old: the pinned client libraries need Node.js %d or newer; `make services` installs it into scripts/node-runtime", strings.TrimSpace(string(version)), minNodeMajor)
 	}
 	if _, err := os.Stat(filepath.Join(nodeClients, "node_modules")); err == nil {
 		return

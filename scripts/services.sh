@@ -75,11 +75,19 @@ done
 if ((${#missing_packages[@]} > 0)); then
 	apt_install "${missing_packages[@]}"
 fi
-# The pinned client libraries need Node.js 20 or newer; Debian 12's nodejs is 18.
+# The pinned client libraries need Node.js 20 or newer. Where the node on PATH is older
+# (Debian 12's nodejs is 18), npm installs the official Node.js 20 build from the npm
+# registry, pinned with its checksum in scripts/node-runtime/package-lock.json; the
+# Makefile and the e2e tests put its scripts/node-runtime/node_modules/.bin first on PATH.
 NODE_MIN_MAJOR=20
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-if ((node_major < NODE_MIN_MAJOR)); then
-	die "node $(node --version) is older than $NODE_MIN_MAJOR, which the e2e interop tests need: install Node.js $NODE_MIN_MAJOR or newer (Debian 13's nodejs, or NodeSource's packages)"
+node_major() { "$1" -p 'process.versions.node.split(".")[0]'; }
+runtime_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node-runtime"
+runtime_node="$runtime_dir/node_modules/.bin/node"
+runtime_ok() { [[ -x $runtime_node ]] && (($(node_major "$runtime_node") >= NODE_MIN_MAJOR)); }
+if (($(node_major node) < NODE_MIN_MAJOR)) && ! runtime_ok; then
+	log "node $(node --version) is older than $NODE_MIN_MAJOR: installing Node.js $NODE_MIN_MAJOR from the npm registry into $runtime_dir"
+	(cd "$runtime_dir" && npm ci --no-audit --no-fund)
+	runtime_ok || die "no Node.js $NODE_MIN_MAJOR build for $(uname -m) in $runtime_dir: install Node.js $NODE_MIN_MAJOR or newer yourself (Debian 13's nodejs, or NodeSource's packages)"
 fi
 
 if pg_up && redis_answers; then
