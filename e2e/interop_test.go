@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -80,6 +82,15 @@ func nodeInstalled(t *testing.T) {
 // its standard output; the script trusts the instance's CA and nothing else is changed.
 func runNode(t *testing.T, in *instance, script string, env ...string) []byte {
 	t.Helper()
+	return runNodePausing(t, in, script, nil, env...)
+}
+
+// runNodePausing is runNode for a script that, given CARACAL_PAUSE=1, writes the line
+// "paused" to its standard error at the point where the test acts, and goes on once a
+// line arrives on its standard input: pause runs in between. With pause nil the script
+// runs straight through.
+func runNodePausing(t *testing.T, in *instance, script string, pause func(), env ...string) []byte {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", script)
@@ -87,8 +98,47 @@ func runNode(t *testing.T, in *instance, script string, env ...string) []byte {
 	root := filepath.Join(in.dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
 	cmd.Env = append(os.Environ(), append([]string{"NODE_EXTRA_CA_CERTS=" + root}, env...)...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	cmd.Stdout = &stdout
+	var stdin io.WriteCloser
+	var errLines *bufio.Scanner
+	if pause != nil {
+		cmd.Env = append(cmd.Env, "CARACAL_PAUSE=1")
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		errLines = bufio.NewScanner(pipe)
+	} else {
+		cmd.Stderr = &stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("node %s: %v", script, err)
+	}
+	if pause != nil {
+		paused := false
+		for !paused && errLines.Scan() {
+			if paused = errLines.Text() == "paused"; !paused {
+				fmt.Fprintln(&stderr, errLines.Text())
+			}
+		}
+		if paused {
+			pause()
+			_, _ = io.WriteString(stdin, "go\n")
+		}
+		_ = stdin.Close()
+		for errLines.Scan() {
+			fmt.Fprintln(&stderr, errLines.Text())
+		}
+		if !paused {
+			_ = cmd.Wait()
+			t.Fatalf("node %s ended without pausing\nstdout:\n%s\nstderr:\n%s", script, &stdout, &stderr)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("node %s: %v\nstdout:\n%s\nstderr:\n%s", script, err, &stdout, &stderr)
 	}
 	if stderr.Len() > 0 {

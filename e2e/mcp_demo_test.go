@@ -154,25 +154,7 @@ func TestDemoMCPStepUp(t *testing.T) {
 		t.Fatalf("exchange for tool:delete before the grant: %d %s", resp.StatusCode, body)
 	}
 
-	// A new version of the zone's bundle: the default policy, demo-agent's grants with
-	// tool:delete added on the MCP resource.
-	rego, err := os.ReadFile("../policies/default/authz.rego")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := map[string]any{
-		"modules": map[string]string{"authz.rego": string(rego)},
-		"data": map[string]any{"grants": map[string]any{"demo-agent": map[string][]string{
-			in.url("/api"): {"read", "write"},
-			resource:       {"tool:search", "tool:delete"},
-		}}},
-	}
-	var put struct {
-		Version int64 `json:"version"`
-	}
-	if code := in.adminCall(t, http.MethodPut, "/v1/zones/demo/policy", "demo-admin-token-change-me", bundle, &put); code != http.StatusOK || put.Version < 1 {
-		t.Fatalf("policy upload: %d, version %d", code, put.Version)
-	}
+	grantDemoAgentToolDelete(t, in)
 
 	// The same session steps up: a mandate re-issued for tool:delete, and the call works.
 	resp, body = exchange()
@@ -191,6 +173,30 @@ func TestDemoMCPStepUp(t *testing.T) {
 	resp, body = mcpPost(t, in, resource, stepped, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"search","arguments":{"query":"caracal"}}}`)
 	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !strings.Contains(ch, `scope="tool:search"`) {
 		t.Fatalf("search with tool:delete: %d, challenge %q, %s", resp.StatusCode, ch, body)
+	}
+}
+
+// grantDemoAgentToolDelete uploads a new version of the demo zone's bundle: the default
+// policy, with tool:delete added to demo-agent's grants on the MCP resource.
+func grantDemoAgentToolDelete(t *testing.T, in *instance) {
+	t.Helper()
+	resource := in.url("/mcp")
+	rego, err := os.ReadFile("../policies/default/authz.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := map[string]any{
+		"modules": map[string]string{"authz.rego": string(rego)},
+		"data": map[string]any{"grants": map[string]any{"demo-agent": map[string][]string{
+			in.url("/api"): {"read", "write"},
+			resource:       {"tool:search", "tool:delete"},
+		}}},
+	}
+	var put struct {
+		Version int64 `json:"version"`
+	}
+	if code := in.adminCall(t, http.MethodPut, "/v1/zones/demo/policy", "demo-admin-token-change-me", bundle, &put); code != http.StatusOK || put.Version < 1 {
+		t.Fatalf("policy upload: %d, version %d", code, put.Version)
 	}
 }
 
