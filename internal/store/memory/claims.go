@@ -132,12 +132,12 @@ func (s *Store) LiveRevocations(_ context.Context, zoneID string, now time.Time,
 	horizon := ts(now.Add(-grace))
 	var out []store.LiveRevocation
 	if !after.Edge {
-		for _, sess := range z.sessions {
+		z.sessions.each(func(sess store.Session) {
 			if sess.Status == store.StatusRevoked && sess.ExpiresAt.After(horizon) && sess.ID > after.ID {
 				out = append(out, store.LiveRevocation{ZoneID: zoneID, SessionID: sess.ID, Reason: sess.RevokeReason,
 					RevokedAt: sess.RevokedAt, ExpiresAt: sess.ExpiresAt})
 			}
-		}
+		})
 		slices.SortFunc(out, func(a, b store.LiveRevocation) int { return cmp.Compare(a.SessionID, b.SessionID) })
 		if len(out) >= limit {
 			return out[:limit], nil
@@ -189,14 +189,8 @@ func (s *Store) PurgeExpired(_ context.Context, zoneID string, cutoff time.Time,
 		used[e.SourceSessionID] = true
 		used[e.TargetSessionID] = true
 	}
-	for id, sess := range z.sessions {
-		if n == limit {
-			break
-		}
-		if sess.ExpiresAt.Before(cutoff) && !used[id] {
-			delete(z.sessions, id)
-			n++
-		}
-	}
+	n += z.sessions.deleteWhere(limit-n, func(sess store.Session) bool {
+		return sess.ExpiresAt.Before(cutoff) && !used[sess.ID]
+	})
 	return n, nil
 }

@@ -1,6 +1,6 @@
 // Package memory is an in-process implementation of store.Store for a single Caracal
 // process (the demo, tests of other packages). It keeps every record in maps under one
-// mutex and copies records in and out, so a caller can never mutate stored state
+// mutex (sessions in shards of their own, see sessionTable) and copies records in and out, so a caller can never mutate stored state
 // through a slice or map it passed in or got back.
 //
 // Its semantics match the PostgreSQL implementation exactly; the shared contract suite
@@ -27,7 +27,7 @@ import (
 type Store struct {
 	// One mutex for everything: it serialises writers in a zone (the property the
 	// PostgreSQL store gets from locking the zone row) and keeps the code obviously
-	// correct. A single process does not need finer locking.
+	// correct. The one exception is the creation of sessions (see sessionTable).
 	mu     sync.RWMutex
 	closed bool
 
@@ -48,7 +48,7 @@ type zoneState struct {
 	resources map[string]store.Resource    // by identifier
 	keys      map[string]store.SigningKey  // by kid
 	bundles   map[int64]store.PolicyBundle // by version
-	sessions  map[string]store.Session     // by sid
+	sessions  *sessionTable                // by sid
 	edges     map[string]store.Edge        // by id
 }
 
@@ -111,7 +111,7 @@ func (s *Store) CreateZone(_ context.Context, z store.Zone, key store.SigningKey
 		resources: make(map[string]store.Resource),
 		keys:      make(map[string]store.SigningKey),
 		bundles:   make(map[int64]store.PolicyBundle),
-		sessions:  make(map[string]store.Session),
+		sessions:  newSessionTable(),
 		edges:     make(map[string]store.Edge),
 	}
 	st.keys[key.KID] = newActiveKey(z.ID, key)
@@ -471,15 +471,19 @@ func (s *Store) ActivePolicyBundle(_ context.Context, zoneID string) (store.Poli
 
 // CreateSession stores an active session of a registered application.
 func (s *Store) CreateSession(_ context.Context, sess store.Session) error {
-	if err := s.lock(); err != nil {
+	// Shared: what is read here changes only under the exclusive lock, and the
+	// session's shard has a lock of its own (see sessionTable).
+	if err := s.rlock(); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.mu.RUnlock()
 	z, err := s.zone(sess.ZoneID)
 	if err != nil {
 		return err
 	}
-	if _, ok := z.sessions[sess.ID]; ok {
+	// insert below checks the sid again, atomically; this check keeps the conflict
+	// ahead of a missing application, as in PostgreSQL.
+	if _, ok := z.sessions.get(sess.ID); ok {
 		return fmt.Errorf("session %q: %w", sess.ID, store.ErrConflict)
 	}
 	if _, ok := z.apps[sess.ClientID]; !ok {
@@ -490,7 +494,9 @@ func (s *Store) CreateSession(_ context.Context, sess store.Session) error {
 	sess.ExpiresAt = ts(sess.ExpiresAt)
 	sess.RevokedAt = time.Time{}
 	sess.RevokeReason = ""
-	z.sessions[sess.ID] = sess
+	if !z.sessions.insert(sess) {
+		return fmt.Errorf("session %q: %w", sess.ID, store.ErrConflict)
+	}
 	return nil
 }
 
@@ -522,7 +528,7 @@ func (s *Store) Sessions(_ context.Context, zoneID string, ids []string) (map[st
 	}
 	out := make(map[string]store.Session, len(ids))
 	for _, id := range ids {
-		if sess, ok := z.sessions[id]; ok {
+		if sess, ok := z.sessions.get(id); ok {
 			out[id] = sess
 		}
 	}
@@ -530,7 +536,7 @@ func (s *Store) Sessions(_ context.Context, zoneID string, ids []string) (map[st
 }
 
 func (z *zoneState) session(sid string) (store.Session, error) {
-	sess, ok := z.sessions[sid]
+	sess, ok := z.sessions.get(sid)
 	if !ok {
 		return store.Session{}, fmt.Errorf("session %q: %w", sid, store.ErrNotFound)
 	}
@@ -559,7 +565,7 @@ func (s *Store) RevokeSession(_ context.Context, zoneID, sid, reason string, now
 	sess.Status = store.StatusRevoked
 	sess.RevokedAt = now
 	sess.RevokeReason = reason
-	z.sessions[sid] = sess
+	z.sessions.put(sess)
 	s.appendOutbox(zoneID, revocation.StreamSessionsRevoke, revocation.Event{ZoneID: zoneID, SessionID: sess.ID, Reason: reason, RevokedAt: now, ExpiresAt: sess.ExpiresAt}.Fields(), now)
 
 	var roots []string

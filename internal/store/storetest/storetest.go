@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"revoking an edge", testRevokeEdge},
 		{"expiring edges", testExpireEdges},
 		{"concurrent graph changes", testConcurrentEpoch},
+		{"concurrent session grants", testConcurrentSessions},
 		{"outbox", testOutbox},
 		{"outbox claims by concurrent relays", testClaimConcurrent},
 		{"outbox claim leases", testClaimLease},
@@ -1150,4 +1152,89 @@ func testClose(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrUnavailable, "ListZones after Close")
 	_, err = s.GetZone(ctx, "a")
 	wantErr(t, err, store.ErrUnavailable, "GetZone after Close")
+}
+
+// testConcurrentSessions creates sessions from several goroutines at once, some of them
+// racing for the same sid, while others revoke, read and purge the zone's sessions:
+// every sid is taken exactly once, every created session reads back, every revocation
+// is seen by LiveRevocations, and a purge removes only what has expired.
+func testConcurrentSessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	graphZone(t, s, "a", "old")
+	const workers, perWorker = 4, 12
+	var created, conflicts atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				// Workers 2k and 2k+1 race for the same sids.
+				sid := fmt.Sprintf("w%d-%d", w/2, i)
+				err := s.CreateSession(ctx, store.Session{ZoneID: "a", ID: sid, ClientID: clientID, CreatedAt: base, ExpiresAt: base.Add(time.Hour)})
+				switch {
+				case err == nil:
+					created.Add(1)
+				case errors.Is(err, store.ErrConflict):
+					conflicts.Add(1)
+				default:
+					t.Errorf("CreateSession %s: %v", sid, err)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range perWorker {
+			sid := fmt.Sprintf("w0-%d", i)
+			if _, err := s.RevokeSession(ctx, "a", sid, "test", base.Add(time.Minute)); err != nil && !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("RevokeSession %s: %v", sid, err)
+			}
+			if _, err := s.LiveRevocations(ctx, "a", base.Add(time.Minute), 0, store.RevocationCursor{}, 1000); err != nil {
+				t.Errorf("LiveRevocations: %v", err)
+			}
+			// Nothing created by the workers has expired at this cutoff.
+			if _, err := s.PurgeExpired(ctx, "a", base.Add(time.Minute), 1000); err != nil {
+				t.Errorf("PurgeExpired: %v", err)
+			}
+		}
+	})
+	wg.Wait()
+	if created.Load() != workers/2*perWorker || conflicts.Load() != workers/2*perWorker {
+		t.Fatalf("%d created and %d conflicts, want %d of each", created.Load(), conflicts.Load(), workers/2*perWorker)
+	}
+	ids := []string{"old"}
+	for w := range workers / 2 {
+		for i := range perWorker {
+			ids = append(ids, fmt.Sprintf("w%d-%d", w, i))
+		}
+	}
+	got, err := s.Sessions(ctx, "a", ids)
+	must(t, err, "Sessions")
+	if len(got) != len(ids) {
+		t.Fatalf("%d of %d sessions read back", len(got), len(ids))
+	}
+	var revoked []string
+	for _, sess := range got {
+		if sess.Status == store.StatusRevoked {
+			revoked = append(revoked, sess.ID)
+		}
+	}
+	live, err := s.LiveRevocations(ctx, "a", base.Add(time.Minute), 0, store.RevocationCursor{}, 1000)
+	must(t, err, "LiveRevocations")
+	var listed []string
+	for _, r := range live {
+		listed = append(listed, r.SessionID)
+	}
+	slices.Sort(revoked)
+	equal(t, listed, revoked, "live revocations against the revoked sessions")
+
+	// Past every expiry, a purge takes all of them, and nothing is left.
+	n, err := s.PurgeExpired(ctx, "a", base.Add(2*time.Hour), 1000)
+	must(t, err, "PurgeExpired")
+	if n != len(ids) {
+		t.Fatalf("purged %d sessions, want %d", n, len(ids))
+	}
+	got, err = s.Sessions(ctx, "a", ids)
+	must(t, err, "Sessions after the purge")
+	if len(got) != 0 {
+		t.Fatalf("%d sessions left after the purge", len(got))
+	}
 }
