@@ -164,13 +164,10 @@ func (r *Relay) republish(ctx context.Context) (int, error) {
 				return n, err
 			}
 			for _, l := range page {
-				fields := r.fields(store.OutboxEvent{Stream: revocation.StreamSessionsRevoke, Fields: l.Fields()})
-				if err := r.o.Publisher.Publish(ctx, revocation.StreamSessionsRevoke, fields); err != nil {
-					r.publishErrors.Add(1)
+				if err := r.republishEntry(ctx, revocation.StreamSessionsRevoke, l.Fields()); err != nil {
 					return n, err
 				}
 				n++
-				r.republished.Add(1)
 			}
 			if len(page) < r.o.Batch {
 				break
@@ -214,15 +211,22 @@ func (r *Relay) republishKeys(ctx context.Context, zoneID string, now time.Time)
 		for _, k := range chunk {
 			e.Revoked = append(e.Revoked, k.KID)
 		}
-		fields := r.fields(store.OutboxEvent{Stream: revocation.StreamKeys, Fields: e.Fields()})
-		if err := r.o.Publisher.Publish(ctx, revocation.StreamKeys, fields); err != nil {
-			r.publishErrors.Add(1)
+		if err := r.republishEntry(ctx, revocation.StreamKeys, e.Fields()); err != nil {
 			return n, err
 		}
 		n++
-		r.republished.Add(1)
 	}
 	return n, nil
+}
+
+// republishEntry signs and appends one republished entry to stream, and counts it.
+func (r *Relay) republishEntry(ctx context.Context, stream string, fields map[string]string) error {
+	if err := r.o.Publisher.Publish(ctx, stream, r.fields(store.OutboxEvent{Stream: stream, Fields: fields})); err != nil {
+		r.publishErrors.Add(1)
+		return err
+	}
+	r.republished.Add(1)
+	return nil
 }
 
 func newGeneration() string { return randomHex(16) }
